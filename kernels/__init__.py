@@ -1,0 +1,1 @@
+"""Triton kernels for VDSR (fused conv stack, MATLAB-exact resize); each has a PyTorch twin."""

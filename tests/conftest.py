@@ -1,0 +1,30 @@
+"""Shared fixtures. ``shared_data`` is the benchmark folder beside the repository
+(``../shared/data``); tests that need it fail (not skip) when ``CI`` is set and it is missing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("VDSR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    needed = [SHARED_DATA / n for n in ("Set5", "Set14")]
+    missing = [str(p) for p in needed if not p.is_dir()]
+    if missing:
+        msg = f"benchmark data missing: {', '.join(missing)} (set VDSR_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,59 @@
+"""VDSR (Kim, Lee, Lee, "Accurate Image Super-Resolution Using Very Deep Convolutional
+Networks", CVPR 2016): the reference model, plain PyTorch.
+
+``depth`` 3x3 convolutions, zero padding 1, ReLU after all but the last:
+
+    x (N x 1 x H x W) -> conv 1->C -> ReLU -> (depth - 2) x [conv C->C -> ReLU] -> conv C->1 = r
+    output = x + r            (the network learns the residual: high frequencies only)
+
+``x`` is the bicubic-upscaled luma (Y) on the [0, 1] scale. Works in float32 and bfloat16,
+with NCHW or channels_last tensors. Weights use He (Kaiming normal, fan-in) initialisation as in
+the paper; biases start at zero.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["VDSR"]
+
+
+class VDSR(nn.Module):
+    """The VDSR network. ``layers[i]`` is the i-th ``nn.Conv2d``; there are ``depth`` of them.
+
+    Args:
+        depth: number of conv layers (20 in the paper; >= 2).
+        channels: width of the hidden layers (64 in the paper).
+    """
+
+    def __init__(self, depth: int = 20, channels: int = 64):
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"VDSR depth must be >= 2, got {depth}")
+        self.depth, self.channels = depth, channels
+        widths = [1] + [channels] * (depth - 1) + [1]
+        self.layers = nn.ModuleList(
+            nn.Conv2d(cin, cout, kernel_size=3, padding=1) for cin, cout in zip(widths[:-1], widths[1:])
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He normal init (std = sqrt(2 / (9 * Cin))) for every conv, zero biases."""
+        for conv in self.layers:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The predicted residual ``f(x)``, N x 1 x H x W, same dtype as ``x``."""
+        h = x
+        for conv in self.layers[:-1]:
+            h = F.relu(conv(h), inplace=True)
+        return self.layers[-1](h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + f(x)``. ``x``: N x 1 x H x W luma in [0, 1] (unclamped output, same dtype)."""
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"VDSR expects N x 1 x H x W, got shape {tuple(x.shape)}")
+        return x + self.residual(x)
