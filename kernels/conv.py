@@ -1,0 +1,228 @@
+"""Fused 3x3 convolution (stride 1, zero padding 1) + bias (+ ReLU | + residual) in Triton.
+
+Implicit GEMM on NHWC activations: output pixels are the GEMM's M, output channels its N, and
+K = 9 * Cin runs over (kh, kw, ci) in that order, so the weights are packed ``[3, 3, Cin, Cout]``
+and each K step loads ``BLOCK_K`` contiguous input channels of one tap. Accumulation is float32.
+
+Three kernels, one per VDSR layer kind:
+
+* ``first``: Cin = 1 (K = 9). Nine rank-1 updates (tap value x weight row): no K padding.
+* ``mid``:   Cin, Cout >= 16 (VDSR: 64 -> 64). Nine ``tl.dot`` per K block, fused bias + ReLU.
+* ``last``:  Cout = 1. A dot product per pixel; fused bias and the residual add
+  ``out = x + conv(h)``, written as ``N x 1 x H x W`` (the same bytes as NHWC with C = 1).
+
+Dtypes: float32 (``precision="ieee"``, or ``"tf32"`` when asked), bfloat16, float16; the output
+has the input's dtype. Under ``TRITON_INTERPRET=1`` (CPU) one large tile is used so the
+interpreter stays fast, and bf16/fp16 dot operands are upcast (the interpreter's bf16 ``tl.dot``
+is wrong in triton 3.7), so every dtype is still parity-tested on the CPU.
+
+The plain PyTorch twin is :func:`conv3x3_reference`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+__all__ = ["INTERPRET", "pack_weight", "conv3x3", "conv3x3_reference"]
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _configs(block_ms=(64, 128, 256), warps=(4, 8), stages=(2, 3, 4)):
+    """Hopper tiles to autotune over; a single large tile in the interpreter."""
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 128}, num_warps=4)]
+    return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s) for m in block_ms for w in warps for s in stages]
+
+
+@triton.jit
+def _pixel_coords(pid, M, H, W, BLOCK_M: tl.constexpr):
+    """Flat output pixel indices of this tile, their (h, w), and the in-range mask."""
+    offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < M
+    w_ = offs_m % W
+    h_ = (offs_m // W) % H
+    return offs_m, h_, w_, m_mask
+
+
+@triton.autotune(configs=_configs(), key=["M", "H", "W", "COUT"])
+@triton.jit
+def _conv_first_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr, M, H, W,
+    COUT: tl.constexpr, COUT_P: tl.constexpr, RELU: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
+    offs_n = tl.arange(0, COUT_P)
+    n_mask = offs_n < COUT
+    acc = tl.zeros([BLOCK_M, COUT_P], dtype=tl.float32)
+    for tap in tl.static_range(9):
+        dh: tl.constexpr = tap // 3 - 1
+        dw: tl.constexpr = tap % 3 - 1
+        hh = h_ + dh
+        ww = w_ + dw
+        valid = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+        a = tl.load(x_ptr + (offs_m + dh * W + dw), mask=valid, other=0.0).to(tl.float32)
+        wrow = tl.load(w_ptr + tap * COUT + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+        acc += a[:, None] * wrow[None, :]
+    acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    out = out_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.autotune(configs=_configs(), key=["M", "H", "W", "CIN", "COUT"])
+@triton.jit
+def _conv_mid_kernel(
+    x_ptr, w_ptr, b_ptr, out_ptr, M, H, W,
+    CIN: tl.constexpr, COUT: tl.constexpr, CIN_P: tl.constexpr, COUT_P: tl.constexpr,
+    BLOCK_K: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
+    offs_n = tl.arange(0, COUT_P)
+    n_mask = offs_n < COUT
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, COUT_P], dtype=tl.float32)
+    for tap in tl.static_range(9):
+        dh: tl.constexpr = tap // 3 - 1
+        dw: tl.constexpr = tap % 3 - 1
+        hh = h_ + dh
+        ww = w_ + dw
+        valid = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+        src = (offs_m + dh * W + dw).to(tl.int64) * CIN
+        for k0 in tl.static_range(0, CIN_P, BLOCK_K):
+            ci = k0 + offs_k
+            k_mask = ci < CIN
+            a = tl.load(x_ptr + src[:, None] + ci[None, :], mask=valid[:, None] & k_mask[None, :], other=0.0)
+            b = tl.load(
+                w_ptr + (tap * CIN + ci)[:, None] * COUT + offs_n[None, :],
+                mask=k_mask[:, None] & n_mask[None, :],
+                other=0.0,
+            )
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    out = out_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.autotune(configs=_configs(), key=["M", "H", "W", "CIN"])
+@triton.jit
+def _conv_last_kernel(
+    x_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, H, W,
+    CIN: tl.constexpr, CIN_P: tl.constexpr, BLOCK_K: tl.constexpr, RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for tap in tl.static_range(9):
+        dh: tl.constexpr = tap // 3 - 1
+        dw: tl.constexpr = tap % 3 - 1
+        hh = h_ + dh
+        ww = w_ + dw
+        valid = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+        src = (offs_m + dh * W + dw).to(tl.int64) * CIN
+        for k0 in tl.static_range(0, CIN_P, BLOCK_K):
+            ci = k0 + offs_k
+            k_mask = ci < CIN
+            a = tl.load(x_ptr + src[:, None] + ci[None, :], mask=valid[:, None] & k_mask[None, :], other=0.0)
+            wv = tl.load(w_ptr + tap * CIN + ci, mask=k_mask, other=0.0)
+            acc += tl.sum(a.to(tl.float32) * wv.to(tl.float32)[None, :], axis=1)
+    acc += tl.load(b_ptr).to(tl.float32)
+    if RESIDUAL:
+        acc += tl.load(res_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs_m, acc.to(out_ptr.dtype.element_ty), mask=m_mask)
+
+
+def pack_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``Cout x Cin x 3 x 3`` (nn.Conv2d) -> ``3 x 3 x Cin x Cout`` contiguous, in ``dtype``."""
+    if weight.shape[-2:] != (3, 3):
+        raise ValueError(f"expected 3x3 conv weights, got {tuple(weight.shape)}")
+    return weight.detach().permute(2, 3, 1, 0).to(dtype or weight.dtype).contiguous()
+
+
+def _p2(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+def conv3x3(
+    x: torch.Tensor,
+    w_packed: torch.Tensor,
+    bias: torch.Tensor,
+    relu: bool = True,
+    residual: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    precision: str = "ieee",
+) -> torch.Tensor:
+    """One fused 3x3 conv layer on NHWC activations.
+
+    Args:
+        x: ``N x H x W x Cin`` contiguous (for Cin = 1 any ``N x 1 x H x W`` contiguous tensor).
+        w_packed: ``3 x 3 x Cin x Cout`` (:func:`pack_weight`), the dtype of ``x``.
+        bias: ``Cout`` (any float dtype; added in float32).
+        relu: apply ReLU (ignored when Cout = 1).
+        residual: for Cout = 1: ``N x 1 x H x W`` added to the output (``x + conv(h)``).
+        out: optional preallocated output (``N x H x W x Cout``; ``N x 1 x H x W`` when Cout = 1).
+        precision: ``"ieee"`` or ``"tf32"`` for float32 inputs of the ``mid`` kernel.
+
+    Returns:
+        ``N x H x W x Cout`` (Cout > 1) or ``N x 1 x H x W`` (Cout = 1), the dtype of ``x``.
+    """
+    cin, cout = w_packed.shape[2], w_packed.shape[3]
+    if x.dim() != 4 or not x.is_contiguous():
+        raise ValueError("conv3x3: x must be a contiguous 4-D NHWC tensor")
+    n, h, w = (x.shape[0], x.shape[2], x.shape[3]) if cin == 1 and x.shape[1] == 1 else x.shape[:3]
+    if cin > 1 and x.shape[3] != cin:
+        raise ValueError(f"conv3x3: x has {x.shape[3]} channels, weights expect {cin}")
+    if w_packed.dtype != x.dtype:
+        raise ValueError(f"conv3x3: weights are {w_packed.dtype}, activations {x.dtype}")
+    m = n * h * w
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]),)  # noqa: E731
+    if cout == 1:
+        out = x.new_empty(n, 1, h, w) if out is None else out
+        res = residual if residual is not None else out
+        if residual is not None and (residual.shape != (n, 1, h, w) or not residual.is_contiguous()):
+            raise ValueError(f"conv3x3: residual must be contiguous {(n, 1, h, w)}, got {tuple(residual.shape)}")
+        cin_p = _p2(cin)
+        _conv_last_kernel[grid](
+            x, w_packed, bias, res, out, m, h, w,
+            CIN=cin, CIN_P=cin_p, BLOCK_K=min(cin_p, 64), RESIDUAL=residual is not None,
+        )  # fmt: skip
+        return out
+    out = x.new_empty(n, h, w, cout) if out is None else out
+    if cin == 1:
+        _conv_first_kernel[grid](x, w_packed, bias, out, m, h, w, COUT=cout, COUT_P=_p2(cout), RELU=relu)
+        return out
+    cin_p = _p2(cin)
+    upcast = INTERPRET and x.dtype in (torch.bfloat16, torch.float16)
+    _conv_mid_kernel[grid](
+        x, w_packed, bias, out, m, h, w,
+        CIN=cin, COUT=cout, CIN_P=cin_p, COUT_P=_p2(cout), BLOCK_K=min(cin_p, 64), RELU=relu,
+        PRECISION=precision if x.dtype == torch.float32 else "ieee", UPCAST=upcast,
+    )  # fmt: skip
+    return out
+
+
+def conv3x3_reference(
+    x_nchw: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    relu: bool = True,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The PyTorch twin of :func:`conv3x3` on NCHW: ``relu(conv2d(x) + b)`` or ``residual + conv2d(x) + b``."""
+    y = F.conv2d(x_nchw, weight, bias, padding=1)
+    if residual is not None:
+        return residual + y
+    return F.relu(y) if relu and weight.shape[0] > 1 else y
