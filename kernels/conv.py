@@ -7,14 +7,19 @@ and each K step loads ``BLOCK_K`` contiguous input channels of one tap. Accumula
 Three kernels, one per VDSR layer kind:
 
 * ``first``: Cin = 1 (K = 9). Nine rank-1 updates (tap value x weight row): no K padding.
+  It reads the network input in its own dtype (float32 in training), so a bf16 stack never
+  rounds the input.
 * ``mid``:   Cin, Cout >= 16 (VDSR: 64 -> 64). Nine ``tl.dot`` per K block, fused bias + ReLU.
 * ``last``:  Cout = 1. A dot product per pixel; fused bias and the residual add
-  ``out = x + conv(h)``, written as ``N x 1 x H x W`` (the same bytes as NHWC with C = 1).
+  ``out = x + conv(h)`` in float32, written as ``N x 1 x H x W`` (the same bytes as NHWC with
+  C = 1) in the dtype of ``x``: a bf16 stack still returns a float32 image, as eager autocast
+  does (``x + r`` rounded to bf16 would be as coarse as 8-bit pixels).
 
-Dtypes: float32 (``precision="ieee"``, or ``"tf32"`` when asked), bfloat16, float16; the output
-has the input's dtype. Under ``TRITON_INTERPRET=1`` (CPU) one large tile is used so the
-interpreter stays fast, and bf16/fp16 dot operands are upcast (the interpreter's bf16 ``tl.dot``
-is wrong in triton 3.7), so every dtype is still parity-tested on the CPU.
+Dtypes: float32 (``precision="ieee"``, or ``"tf32"`` when asked), bfloat16, float16: the
+weights' dtype is the compute dtype, and the hidden activations are stored in it. Under ``TRITON_INTERPRET=1`` (CPU) one large tile is used so the
+interpreter stays fast, bf16/fp16 dot operands are upcast (the interpreter's bf16 ``tl.dot`` is
+wrong in triton 3.7) and float32 -> bf16 stores are rounded to nearest even by hand (the
+interpreter truncates; a GPU rounds), so every dtype is still parity-tested on the CPU.
 
 The plain PyTorch twin is :func:`conv3x3_reference`.
 """
@@ -41,6 +46,19 @@ def _configs(block_ms=(64, 128, 256), warps=(4, 8), stages=(2, 3, 4)):
 
 
 @triton.jit
+def _rne_bf16(x, ROUND_BF16: tl.constexpr):
+    """Float32 rounded to the nearest bf16 value (ties to even), still as float32, when asked.
+
+    Only used under the interpreter, whose float32 -> bf16 cast truncates: after this the
+    truncating store is exact, as the GPU's rounding store would be."""
+    if ROUND_BF16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x
+
+
+@triton.jit
 def _pixel_coords(pid, M, H, W, BLOCK_M: tl.constexpr):
     """Flat output pixel indices of this tile, their (h, w), and the in-range mask."""
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -54,7 +72,8 @@ def _pixel_coords(pid, M, H, W, BLOCK_M: tl.constexpr):
 @triton.jit
 def _conv_first_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, M, H, W,
-    COUT: tl.constexpr, COUT_P: tl.constexpr, RELU: tl.constexpr, BLOCK_M: tl.constexpr,
+    COUT: tl.constexpr, COUT_P: tl.constexpr, RELU: tl.constexpr, ROUND_BF16: tl.constexpr,
+    BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
     offs_n = tl.arange(0, COUT_P)
@@ -73,7 +92,7 @@ def _conv_first_kernel(
     if RELU:
         acc = tl.maximum(acc, 0.0)
     out = out_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
 @triton.autotune(configs=_configs(), key=["M", "H", "W", "CIN", "COUT"])
@@ -82,7 +101,7 @@ def _conv_mid_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, M, H, W,
     CIN: tl.constexpr, COUT: tl.constexpr, CIN_P: tl.constexpr, COUT_P: tl.constexpr,
     BLOCK_K: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr,
+    ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
     offs_n = tl.arange(0, COUT_P)
@@ -113,7 +132,7 @@ def _conv_mid_kernel(
     if RELU:
         acc = tl.maximum(acc, 0.0)
     out = out_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
 @triton.autotune(configs=_configs(), key=["M", "H", "W", "CIN"])
@@ -121,7 +140,7 @@ def _conv_mid_kernel(
 def _conv_last_kernel(
     x_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, H, W,
     CIN: tl.constexpr, CIN_P: tl.constexpr, BLOCK_K: tl.constexpr, RESIDUAL: tl.constexpr,
-    BLOCK_M: tl.constexpr,
+    ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
@@ -142,7 +161,7 @@ def _conv_last_kernel(
     acc += tl.load(b_ptr).to(tl.float32)
     if RESIDUAL:
         acc += tl.load(res_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + offs_m, acc.to(out_ptr.dtype.element_ty), mask=m_mask)
+    tl.store(out_ptr + offs_m, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask)
 
 
 def pack_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -150,6 +169,10 @@ def pack_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch
     if weight.shape[-2:] != (3, 3):
         raise ValueError(f"expected 3x3 conv weights, got {tuple(weight.shape)}")
     return weight.detach().permute(2, 3, 1, 0).to(dtype or weight.dtype).contiguous()
+
+
+def _round_bf16(out: torch.Tensor) -> bool:
+    return INTERPRET and out.dtype == torch.bfloat16
 
 
 def _p2(n: int) -> int:
@@ -168,8 +191,9 @@ def conv3x3(
     """One fused 3x3 conv layer on NHWC activations.
 
     Args:
-        x: ``N x H x W x Cin`` contiguous (for Cin = 1 any ``N x 1 x H x W`` contiguous tensor).
-        w_packed: ``3 x 3 x Cin x Cout`` (:func:`pack_weight`), the dtype of ``x``.
+        x: ``N x H x W x Cin`` contiguous, in the weights' dtype; for Cin = 1 any contiguous
+            ``N x 1 x H x W`` float tensor (read in its own dtype, math in float32).
+        w_packed: ``3 x 3 x Cin x Cout`` (:func:`pack_weight`); its dtype is the compute dtype.
         bias: ``Cout`` (any float dtype; added in float32).
         relu: apply ReLU (ignored when Cout = 1).
         residual: for Cout = 1: ``N x 1 x H x W`` added to the output (``x + conv(h)``).
@@ -177,7 +201,8 @@ def conv3x3(
         precision: ``"ieee"`` or ``"tf32"`` for float32 inputs of the ``mid`` kernel.
 
     Returns:
-        ``N x H x W x Cout`` (Cout > 1) or ``N x 1 x H x W`` (Cout = 1), the dtype of ``x``.
+        ``N x H x W x Cout`` in the weights' dtype (Cout > 1), or ``N x 1 x H x W`` (Cout = 1)
+        in the residual's dtype (the weights' dtype without a residual).
     """
     cin, cout = w_packed.shape[2], w_packed.shape[3]
     if x.dim() != 4 or not x.is_contiguous():
@@ -185,24 +210,30 @@ def conv3x3(
     n, h, w = (x.shape[0], x.shape[2], x.shape[3]) if cin == 1 and x.shape[1] == 1 else x.shape[:3]
     if cin > 1 and x.shape[3] != cin:
         raise ValueError(f"conv3x3: x has {x.shape[3]} channels, weights expect {cin}")
-    if w_packed.dtype != x.dtype:
+    if cin > 1 and w_packed.dtype != x.dtype:
         raise ValueError(f"conv3x3: weights are {w_packed.dtype}, activations {x.dtype}")
     m = n * h * w
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]),)  # noqa: E731
     if cout == 1:
-        out = x.new_empty(n, 1, h, w) if out is None else out
-        res = residual if residual is not None else out
         if residual is not None and (residual.shape != (n, 1, h, w) or not residual.is_contiguous()):
             raise ValueError(f"conv3x3: residual must be contiguous {(n, 1, h, w)}, got {tuple(residual.shape)}")
+        if out is None:
+            out_dtype = residual.dtype if residual is not None else x.dtype
+            out = torch.empty(n, 1, h, w, dtype=out_dtype, device=x.device)
+        res = residual if residual is not None else out
         cin_p = _p2(cin)
         _conv_last_kernel[grid](
             x, w_packed, bias, res, out, m, h, w,
             CIN=cin, CIN_P=cin_p, BLOCK_K=min(cin_p, 64), RESIDUAL=residual is not None,
+            ROUND_BF16=_round_bf16(out),
         )  # fmt: skip
         return out
-    out = x.new_empty(n, h, w, cout) if out is None else out
+    if out is None:
+        out = torch.empty(n, h, w, cout, dtype=w_packed.dtype, device=x.device)
     if cin == 1:
-        _conv_first_kernel[grid](x, w_packed, bias, out, m, h, w, COUT=cout, COUT_P=_p2(cout), RELU=relu)
+        _conv_first_kernel[grid](
+            x, w_packed, bias, out, m, h, w, COUT=cout, COUT_P=_p2(cout), RELU=relu, ROUND_BF16=_round_bf16(out)
+        )  # fmt: skip
         return out
     cin_p = _p2(cin)
     upcast = INTERPRET and x.dtype in (torch.bfloat16, torch.float16)
@@ -210,6 +241,7 @@ def conv3x3(
         x, w_packed, bias, out, m, h, w,
         CIN=cin, COUT=cout, CIN_P=cin_p, COUT_P=_p2(cout), BLOCK_K=min(cin_p, 64), RELU=relu,
         PRECISION=precision if x.dtype == torch.float32 else "ieee", UPCAST=upcast,
+        ROUND_BF16=_round_bf16(out),
     )  # fmt: skip
     return out
 

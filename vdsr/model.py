@@ -9,6 +9,11 @@ Networks", CVPR 2016): the reference model, plain PyTorch.
 ``x`` is the bicubic-upscaled luma (Y) on the [0, 1] scale. Works in float32 and bfloat16,
 with NCHW or channels_last tensors. Weights use He (Kaiming normal, fan-in) initialisation as in
 the paper; biases start at zero.
+
+``backend="triton"`` runs the same parameters through the fused Triton kernels of
+``kernels/`` (a CUDA device, or ``TRITON_INTERPRET=1`` on the CPU): inference uses the
+ping-pong stack, training an autograd.Function with a torch backward. Float32 uses IEEE math
+unless ``torch.set_float32_matmul_precision("high")`` allows TF32, as for cuDNN.
 """
 
 from __future__ import annotations
@@ -26,13 +31,19 @@ class VDSR(nn.Module):
     Args:
         depth: number of conv layers (20 in the paper; >= 2).
         channels: width of the hidden layers (64 in the paper).
+        backend: ``"torch"`` (the reference) or ``"triton"`` (fused kernels).
     """
 
-    def __init__(self, depth: int = 20, channels: int = 64):
+    BACKENDS = ("torch", "triton")
+
+    def __init__(self, depth: int = 20, channels: int = 64, backend: str = "torch"):
         super().__init__()
         if depth < 2:
             raise ValueError(f"VDSR depth must be >= 2, got {depth}")
-        self.depth, self.channels = depth, channels
+        if backend not in self.BACKENDS:
+            raise ValueError(f"VDSR backend must be one of {self.BACKENDS}, got {backend!r}")
+        self.depth, self.channels, self.backend = depth, channels, backend
+        self._packed_cache: tuple | None = None
         widths = [1] + [channels] * (depth - 1) + [1]
         self.layers = nn.ModuleList(
             nn.Conv2d(cin, cout, kernel_size=3, padding=1) for cin, cout in zip(widths[:-1], widths[1:])
@@ -56,4 +67,18 @@ class VDSR(nn.Module):
         """``x + f(x)``. ``x``: N x 1 x H x W luma in [0, 1] (unclamped output, same dtype)."""
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"VDSR expects N x 1 x H x W, got shape {tuple(x.shape)}")
+        if self.backend == "triton":
+            return self._forward_triton(x)
         return x + self.residual(x)
+
+    def _forward_triton(self, x: torch.Tensor) -> torch.Tensor:
+        from kernels.stack import pack_layers, vdsr_forward, vdsr_forward_train
+
+        precision = "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return vdsr_forward_train(x, self.layers, precision)
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        key = (dtype, x.device, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        if self._packed_cache is None or self._packed_cache[0] != key:
+            self._packed_cache = (key, pack_layers(self.layers, dtype))
+        return vdsr_forward(x, self._packed_cache[1], precision)

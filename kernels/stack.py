@@ -1,0 +1,130 @@
+"""The whole VDSR forward with the fused Triton conv kernels, for inference and for training.
+
+Inference (:func:`vdsr_forward`): the input ``N x 1 x H x W`` is already NHWC (C = 1), so the
+layout change on entry and exit is free; the input and the output keep their dtype (float32)
+while the hidden layers run in the weights' dtype (bf16, fp16 or fp32); hidden activations ping-pong between two preallocated
+``N x H x W x C`` buffers (no allocation per layer; cached per shape, so the call can be
+captured in a CUDA graph); the last layer adds the input and writes ``N x 1 x H x W``.
+
+Training (:class:`FusedVDSRFunction`): the forward runs the same kernels but keeps every hidden
+activation (as eager autograd would); the backward takes the ReLU mask from the saved outputs
+(``h > 0``) and the input and weight gradients from torch's convolution backward (cuDNN on a
+GPU), reading the NHWC activations as channels_last tensors without copies.
+
+The plain PyTorch twin is :class:`vdsr.model.VDSR` with ``backend="torch"``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .conv import conv3x3, pack_weight
+
+__all__ = ["vdsr_forward", "vdsr_forward_train", "FusedVDSRFunction", "pack_layers"]
+
+_BUFFERS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def pack_layers(layers: Sequence[torch.nn.Conv2d], dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(packed weight [3,3,Cin,Cout] in dtype, float32 bias)`` per layer."""
+    return [(pack_weight(c.weight, dtype), c.bias.detach().float().contiguous()) for c in layers]
+
+
+def _ping_pong(n: int, h: int, w: int, c: int, dtype: torch.dtype, device: torch.device):
+    key = (n, h, w, c, dtype, str(device))
+    bufs = _BUFFERS.get(key)
+    if bufs is None:
+        if len(_BUFFERS) > 8:
+            _BUFFERS.clear()
+        bufs = (torch.empty(n, h, w, c, dtype=dtype, device=device), torch.empty(n, h, w, c, dtype=dtype, device=device))
+        _BUFFERS[key] = bufs
+    return bufs
+
+
+def _check_input(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"VDSR expects N x 1 x H x W, got shape {tuple(x.shape)}")
+    return x.contiguous()
+
+
+def vdsr_forward(
+    x: torch.Tensor,
+    packed: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    precision: str = "ieee",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Inference forward: ``x + f(x)`` for ``x`` ``N x 1 x H x W`` (any float dtype).
+
+    ``packed`` comes from :func:`pack_layers`; its dtype is the compute dtype. Returns a new
+    ``N x 1 x H x W`` tensor in the dtype of ``x`` (or writes ``out``); the hidden buffers are
+    reused between calls of the same shape.
+    """
+    x = _check_input(x)
+    n, _, h, w = x.shape
+    channels = packed[0][0].shape[3]
+    bufs = _ping_pong(n, h, w, channels, packed[0][0].dtype, x.device)
+    cur = conv3x3(x, *packed[0], relu=True, out=bufs[0])
+    for i, (wp, b) in enumerate(packed[1:-1]):
+        cur = conv3x3(cur, wp, b, relu=True, out=bufs[(i + 1) % 2], precision=precision)
+    return conv3x3(cur, *packed[-1], residual=x, out=out)
+
+
+class FusedVDSRFunction(torch.autograd.Function):
+    """Autograd for the fused forward. Inputs: ``x``, the compute dtype, the float32 precision,
+    then weight, bias of every layer.
+
+    ``x`` and the output keep their dtype; the hidden layers run in ``dtype`` (the autocast
+    dtype under autocast). Gradients are returned in the dtypes of the inputs they belong to.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dtype: torch.dtype, precision: str, *params: torch.Tensor) -> torch.Tensor:
+        weights, biases = params[0::2], params[1::2]
+        x = _check_input(x)
+        acts = []  # NHWC outputs of every hidden layer (post-ReLU)
+        cur = x
+        for i, (wt, b) in enumerate(zip(weights[:-1], biases[:-1])):
+            cur = conv3x3(cur, pack_weight(wt, dtype), b.detach().float().contiguous(), relu=True, precision=precision)
+            acts.append(cur)
+        out = conv3x3(cur, pack_weight(weights[-1], dtype), biases[-1].detach().float().contiguous(), residual=x)
+        ctx.save_for_backward(x, *acts, *weights)
+        ctx.param_dtypes = [p.dtype for p in params]
+        ctx.n_layers, ctx.dtype = len(weights), dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        saved = ctx.saved_tensors
+        n_layers = ctx.n_layers
+        x, acts, weights = saved[0], saved[1:n_layers], saved[n_layers:]
+        dtype = ctx.dtype
+        # layer inputs as NCHW views: the network input, then the NHWC activations (channels_last)
+        inputs = [x.to(dtype)] + [a.permute(0, 3, 1, 2) for a in acts]
+        grad_x = grad_out.to(x.dtype, copy=True) if ctx.needs_input_grad[0] else None  # the residual path
+        g = grad_out.to(dtype).contiguous()
+        grads: list[torch.Tensor | None] = [None] * (2 * n_layers)
+        for i in range(n_layers - 1, -1, -1):
+            w = weights[i].to(dtype)
+            need_input = i > 0 or ctx.needs_input_grad[0]
+            gi, gw, gb = torch.ops.aten.convolution_backward(
+                g, inputs[i], w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_input, True, True]
+            )
+            grads[2 * i] = gw.to(ctx.param_dtypes[2 * i])
+            grads[2 * i + 1] = gb.to(ctx.param_dtypes[2 * i + 1])
+            if i > 0:
+                g = gi * (acts[i - 1].permute(0, 3, 1, 2) > 0)  # ReLU mask from the saved output
+            elif grad_x is not None:
+                grad_x = grad_x + gi.to(grad_x.dtype)
+        return (grad_x, None, None, *grads)
+
+
+def vdsr_forward_train(x: torch.Tensor, layers: Sequence[torch.nn.Conv2d], precision: str = "ieee") -> torch.Tensor:
+    """Differentiable fused forward. Under autocast the compute dtype is the autocast dtype."""
+    dtype = x.dtype
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+    params = [p for c in layers for p in (c.weight, c.bias)]
+    with torch.autocast(x.device.type, enabled=False):
+        return FusedVDSRFunction.apply(x, dtype, precision, *params)
