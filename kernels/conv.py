@@ -38,8 +38,11 @@ __all__ = ["INTERPRET", "pack_weight", "conv3x3", "conv3x3_reference"]
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _configs(block_ms=(64, 128, 256), warps=(4, 8), stages=(2, 3, 4)):
-    """Hopper tiles to autotune over; a single large tile in the interpreter."""
+def _configs(block_ms=(64, 128, 256), warps=(4, 8), stages=(3, 4)):
+    """Hopper tiles to autotune over; a single large tile in the interpreter.
+
+    Tuning is keyed on the channel counts and ``M_LOG2`` (the pixel count's power of two), so a
+    new image size re-uses the tuning of a similar one instead of re-tuning."""
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 128}, num_warps=4)]
     return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s) for m in block_ms for w in warps for s in stages]
@@ -68,10 +71,10 @@ def _pixel_coords(pid, M, H, W, BLOCK_M: tl.constexpr):
     return offs_m, h_, w_, m_mask
 
 
-@triton.autotune(configs=_configs(), key=["M", "H", "W", "COUT"])
+@triton.autotune(configs=_configs(), key=["M_LOG2", "COUT"])
 @triton.jit
 def _conv_first_kernel(
-    x_ptr, w_ptr, b_ptr, out_ptr, M, H, W,
+    x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, M_LOG2,
     COUT: tl.constexpr, COUT_P: tl.constexpr, RELU: tl.constexpr, ROUND_BF16: tl.constexpr,
     BLOCK_M: tl.constexpr,
 ):  # fmt: skip
@@ -95,10 +98,10 @@ def _conv_first_kernel(
     tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-@triton.autotune(configs=_configs(), key=["M", "H", "W", "CIN", "COUT"])
+@triton.autotune(configs=_configs(), key=["M_LOG2", "CIN", "COUT"])
 @triton.jit
 def _conv_mid_kernel(
-    x_ptr, w_ptr, b_ptr, out_ptr, M, H, W,
+    x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, M_LOG2,
     CIN: tl.constexpr, COUT: tl.constexpr, CIN_P: tl.constexpr, COUT_P: tl.constexpr,
     BLOCK_K: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -135,10 +138,10 @@ def _conv_mid_kernel(
     tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-@triton.autotune(configs=_configs(), key=["M", "H", "W", "CIN"])
+@triton.autotune(configs=_configs(), key=["M_LOG2", "CIN"])
 @triton.jit
 def _conv_last_kernel(
-    x_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, H, W,
+    x_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, H, W, M_LOG2,
     CIN: tl.constexpr, CIN_P: tl.constexpr, BLOCK_K: tl.constexpr, RESIDUAL: tl.constexpr,
     ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
@@ -223,7 +226,7 @@ def conv3x3(
         res = residual if residual is not None else out
         cin_p = _p2(cin)
         _conv_last_kernel[grid](
-            x, w_packed, bias, res, out, m, h, w,
+            x, w_packed, bias, res, out, m, h, w, m.bit_length(),
             CIN=cin, CIN_P=cin_p, BLOCK_K=min(cin_p, 64), RESIDUAL=residual is not None,
             ROUND_BF16=_round_bf16(out),
         )  # fmt: skip
@@ -232,13 +235,14 @@ def conv3x3(
         out = torch.empty(n, h, w, cout, dtype=w_packed.dtype, device=x.device)
     if cin == 1:
         _conv_first_kernel[grid](
-            x, w_packed, bias, out, m, h, w, COUT=cout, COUT_P=_p2(cout), RELU=relu, ROUND_BF16=_round_bf16(out)
+            x, w_packed, bias, out, m, h, w, m.bit_length(),
+            COUT=cout, COUT_P=_p2(cout), RELU=relu, ROUND_BF16=_round_bf16(out),
         )  # fmt: skip
         return out
     cin_p = _p2(cin)
     upcast = INTERPRET and x.dtype in (torch.bfloat16, torch.float16)
     _conv_mid_kernel[grid](
-        x, w_packed, bias, out, m, h, w,
+        x, w_packed, bias, out, m, h, w, m.bit_length(),
         CIN=cin, COUT=cout, CIN_P=cin_p, COUT_P=_p2(cout), BLOCK_K=min(cin_p, 64), RELU=relu,
         PRECISION=precision if x.dtype == torch.float32 else "ieee", UPCAST=upcast,
         ROUND_BF16=_round_bf16(out),

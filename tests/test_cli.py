@@ -118,3 +118,22 @@ def test_console_script_runs(photos, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "o.json").read_text())["Tiny"]["2"]["images"] == 3
+
+
+def test_eval_backend_triton_matches_torch(photos, tmp_path):
+    """`--backend triton` (the interpreter on the CPU) gives the torch backend's numbers."""
+    ckpt = tmp_path / "m.safetensors"
+    save_weights(ckpt, VDSR(depth=3, channels=16))
+    results = {}
+    for backend in ("torch", "triton"):
+        out = tmp_path / f"{backend}.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "vdsr", "eval", "--data", str(photos), "--scales", "3", "--method", "vdsr",
+             "--checkpoint", str(ckpt), "--backend", backend, "--device", "cpu", "--json", str(out)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        results[backend] = json.loads(out.read_text())["Tiny"]["3"]
+    assert results["triton"]["images"] == 3
+    assert results["triton"]["psnr"] == pytest.approx(results["torch"]["psnr"], abs=1e-3)
+    assert results["triton"]["ssim"] == pytest.approx(results["torch"]["ssim"], abs=1e-4)

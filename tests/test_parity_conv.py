@@ -7,17 +7,12 @@ before each call, so an element a kernel fails to write fails the test.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from kernels.conv import conv3x3, conv3x3_reference, pack_weight  # noqa: E402
-from kernels.stack import pack_layers, vdsr_forward  # noqa: E402
-from vdsr.model import VDSR  # noqa: E402
+from kernels.conv import conv3x3, conv3x3_reference, pack_weight
+from kernels.stack import pack_layers, vdsr_forward
+from vdsr.model import VDSR
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # (dtype, precision) -> max relative error (max |got - ref| / max |ref|) against float64

@@ -1,8 +1,8 @@
 """The ``vdsr`` command.
 
     vdsr eval [--data DIR ...] [--scales 2 3 4] [--method bicubic|vdsr] [--checkpoint FILE]
-              [--json FILE] [--device cpu|cuda] [--save-images DIR] [--skip-bad] [--per-image]
-              [--quantize-y]
+              [--json FILE] [--device cpu|cuda] [--backend torch|triton] [--save-images DIR]
+              [--skip-bad] [--per-image] [--quantize-y]
 
 Bad input ends the command with one line, ``vdsr <command>: error: <file>: <problem>``, and
 exit status 2.
@@ -11,6 +11,7 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -33,7 +34,7 @@ def _device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def _load_model(checkpoint: str | None, device: torch.device):
+def _load_model(checkpoint: str | None, device: torch.device, backend: str = "torch"):
     from .checkpoint import load_weights
 
     path = Path(checkpoint) if checkpoint else DEFAULT_WEIGHTS
@@ -41,7 +42,14 @@ def _load_model(checkpoint: str | None, device: torch.device):
         raise InputError(
             f"{path}: no shipped model yet; pass --checkpoint FILE (a .safetensors written by launch/train.py)"
         )
-    return load_weights(path, device)
+    model = load_weights(path, device)
+    if backend == "triton":
+        if device.type == "cpu" and "kernels.conv" not in sys.modules:
+            # Triton runs on the CPU only in its interpreter, which must be chosen before import.
+            os.environ.setdefault("TRITON_INTERPRET", "1")
+            warnings.warn("--backend triton on the CPU runs the Triton interpreter: correct but slow")
+        model.backend = "triton"
+    return model
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -61,7 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("no --data given: evaluating the scikit-image sample photos", file=sys.stderr)
     method = None
     if args.method == "vdsr":
-        model = _load_model(args.checkpoint, device)
+        model = _load_model(args.checkpoint, device, args.backend)
         method = vdsr_method(model)
     elif args.checkpoint:
         raise InputError("--checkpoint is only used with --method vdsr")
@@ -99,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", metavar="FILE", help="VDSR weights (.safetensors); default: the shipped model")
     ev.add_argument("--json", metavar="FILE", help="write {dataset: {scale: {psnr, ssim, images}}} here")
     ev.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    ev.add_argument(
+        "--backend",
+        choices=["torch", "triton"],
+        default="torch",
+        help="VDSR forward: PyTorch reference or the fused Triton kernels (the protocol's resize stays float64)",
+    )
     ev.add_argument("--save-images", metavar="DIR", help="write the SR images as colour PNG under DIR/<dataset>/x<s>/")
     ev.add_argument("--skip-bad", action="store_true", help="skip unreadable or too-small images (named and counted)")
     ev.add_argument("--per-image", action="store_true", help="also print every image's PSNR/SSIM")

@@ -1,0 +1,289 @@
+"""Benchmark the Triton kernels against eager PyTorch (cuDNN) and torch.compile.
+
+On a GPU (the numbers that count):
+
+    python launch/bench_kernels.py [--repeats 50] [--out benchmarks]
+
+* VDSR-20 forward at 1x1x540x960, 1x1x1080x1920 and the training shape 64x1x41x41: the fused
+  Triton stack (fp32 IEEE, TF32, bf16, bf16 in a CUDA graph) against eager PyTorch (NCHW and
+  channels_last; fp32, TF32, bf16) and torch.compile (bf16, channels_last). Columns: median ms
+  (CUDA events, after warm-up), TFLOP/s, % of the bf16 matmul rate measured in this run,
+  speedup over eager in the same precision (its faster layout).
+* Resize: degrade (down by s, then up) at 1080p and on a training batch, Triton against
+  F.interpolate(mode="bicubic", antialias=True) doing the same passes: GB/s (ideal bytes: read
+  input + write output of every pass) and % of the device-to-device copy bandwidth measured in
+  this run.
+* Writes ``<out>/kernels-<device>.json`` and ``.md``.
+
+On the CPU, ``--smoke`` runs tiny sizes in the Triton interpreter, checks parity, and prints
+times that are NOT performance figures (``outputs/bench-kernels-smoke.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SMOKE = "--smoke" in sys.argv
+if SMOKE:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are imported
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import kernels.resize as kresize  # noqa: E402
+from kernels.stack import pack_layers, vdsr_forward  # noqa: E402
+from vdsr.atomic import atomic_path, write_json  # noqa: E402
+from vdsr.evaluate import degrade as degrade_reference  # noqa: E402
+from vdsr.model import VDSR  # noqa: E402
+
+
+def vdsr_flops(n: int, h: int, w: int, depth: int = 20, c: int = 64) -> float:
+    """Multiply-adds x 2 of the convolutions (bias, ReLU and the add are not counted)."""
+    macs_per_pixel = 9 * (1 * c + (depth - 2) * c * c + c * 1)
+    return 2.0 * macs_per_pixel * n * h * w
+
+
+def time_cuda(fn, repeats: int, warmup: int = 5) -> float:
+    """Median milliseconds of ``fn()`` by CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def time_cpu(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def matmul_tflops(repeats: int) -> float:
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    ms = time_cuda(lambda: a @ b, repeats)
+    return 2 * n**3 / ms / 1e9
+
+
+def copy_gbps(repeats: int) -> float:
+    src = torch.empty(256 * 2**20, dtype=torch.float32, device="cuda")
+    dst = torch.empty_like(src)
+    ms = time_cuda(lambda: dst.copy_(src), repeats)
+    return 2 * src.numel() * 4 / ms / 1e6
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+def forward_variants(model: VDSR, x: torch.Tensor):
+    """name -> (callable, precision group). Every callable returns the N x 1 x H x W output."""
+    import copy
+
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    packed = {dt: pack_layers(model.layers, dt) for dt in (torch.float32, torch.bfloat16)}
+
+    def eager(m, inp, dtype=None, tf32=False):
+        def run():
+            torch.backends.cudnn.allow_tf32 = tf32  # (its default is True: fp32 rows turn it off)
+            with torch.autocast(inp.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                return m(inp)
+
+        return run
+
+    variants = {
+        "eager fp32 NCHW": (eager(model, x), "fp32"),
+        "eager fp32 channels_last": (eager(cl, x_cl), "fp32"),
+        "eager tf32 NCHW": (eager(model, x, tf32=True), "tf32"),
+        "eager tf32 channels_last": (eager(cl, x_cl, tf32=True), "tf32"),
+        "eager bf16 NCHW": (eager(model, x, torch.bfloat16), "bf16"),
+        "eager bf16 channels_last": (eager(cl, x_cl, torch.bfloat16), "bf16"),
+        "triton fp32 (ieee)": (lambda: vdsr_forward(x, packed[torch.float32], "ieee"), "fp32"),
+        "triton tf32": (lambda: vdsr_forward(x, packed[torch.float32], "tf32"), "tf32"),
+        "triton bf16": (lambda: vdsr_forward(x, packed[torch.bfloat16]), "bf16"),
+    }
+    if torch.cuda.is_available():
+        compiled = torch.compile(cl)
+
+        def run_compiled():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return compiled(x_cl)
+
+        variants["torch.compile bf16 channels_last"] = (run_compiled, "bf16")
+        # the fused stack captured in a CUDA graph (static input and buffers)
+        static_x = x.clone()
+        vdsr_forward(static_x, packed[torch.bfloat16])  # autotune before capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = vdsr_forward(static_x, packed[torch.bfloat16])
+
+        def run_graph():
+            graph.replay()
+            return static_out
+
+        variants["triton bf16 + CUDA graph"] = (run_graph, "bf16")
+    return variants
+
+
+def bench_forward(shapes, repeats: int, peak_tflops: float | None, device: str):
+    rows = []
+    torch.manual_seed(0)
+    model = VDSR().to(device).eval()
+    for n, h, w in shapes:
+        x = torch.rand(n, 1, h, w, device=device)
+        with torch.no_grad():
+            ref = model.double()(x.double())
+            model.float()
+            variants = forward_variants(model, x)
+            results = {}
+            for name, (fn, group) in variants.items():
+                err = rel_err(fn() - x, ref - x.double())  # on the residual
+                ms = time_cuda(fn, repeats) if device == "cuda" else time_cpu(fn, repeats)
+                results[name] = (ms, group, err)
+        eager_best = {
+            g: min(ms for name, (ms, gg, _) in results.items() if gg == g and name.startswith("eager"))
+            for g in {"fp32", "tf32", "bf16"}
+        }
+        flops = vdsr_flops(n, h, w)
+        for name, (ms, group, err) in results.items():
+            tflops = flops / ms / 1e9
+            rows.append(
+                {
+                    "shape": f"{n}x1x{h}x{w}",
+                    "variant": name,
+                    "ms": ms,
+                    "tflops": tflops,
+                    "pct_bf16_matmul": 100 * tflops / peak_tflops if peak_tflops else None,
+                    "speedup_vs_eager": eager_best[group] / ms,
+                    "residual_rel_err": err,
+                }
+            )
+    return rows
+
+
+def bench_resize(cases, repeats: int, copy_bw: float | None, device: str):
+    rows = []
+    for n, h, w, s in cases:
+        hr = torch.rand(n, 1, h, w, device=device)
+        ref = degrade_reference(hr.double().cpu(), s)
+        lr_h, lr_w = h // s, w // s
+        # ideal bytes: each of the 4 passes reads its input and writes its output once (float32)
+        sizes = [(h, w), (lr_h, w), (lr_h, lr_w), (h, lr_w), (h, w)]
+        nbytes = 4 * n * sum(a * b + c * d for (a, b), (c, d) in zip(sizes[:-1], sizes[1:]))
+
+        def torch_interp():
+            lr = F.interpolate(hr, size=(lr_h, lr_w), mode="bicubic", antialias=True, align_corners=False)
+            return F.interpolate(lr, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+
+        for name, fn in (("triton degrade", lambda: kresize.degrade(hr, s)), ("F.interpolate bicubic aa", torch_interp)):
+            out = fn()
+            err = (out.double().cpu() - ref).abs().max().item()
+            ms = time_cuda(fn, repeats) if device == "cuda" else time_cpu(fn, repeats)
+            gbps = nbytes / ms / 1e6
+            rows.append(
+                {
+                    "shape": f"{n}x1x{h}x{w}",
+                    "scale": s,
+                    "variant": name,
+                    "ms": ms,
+                    "gbps": gbps,
+                    "pct_copy_bw": 100 * gbps / copy_bw if copy_bw else None,
+                    "max_abs_err_vs_matlab": err,
+                }
+            )
+    return rows
+
+
+def markdown(device: str, env: dict, fwd: list[dict], rs: list[dict], smoke: bool) -> str:
+    lines = [f"# Kernel benchmark: {device}", ""]
+    if smoke:
+        lines += ["**Smoke run in the Triton interpreter on the CPU: times are NOT performance figures.**", ""]
+    lines += [", ".join(f"{k}: {v}" for k, v in env.items()), "", "## VDSR-20 forward", ""]
+    lines += ["| shape | variant | median ms | TFLOP/s | % bf16 matmul | vs eager | residual rel. err |", "|---|---|---|---|---|---|---|"]
+    for r in fwd:
+        pct = f"{r['pct_bf16_matmul']:.1f}" if r["pct_bf16_matmul"] is not None else "-"
+        lines.append(
+            f"| {r['shape']} | {r['variant']} | {r['ms']:.3f} | {r['tflops']:.1f} | {pct} | {r['speedup_vs_eager']:.2f}x | {r['residual_rel_err']:.1e} |"
+        )
+    lines += ["", "## Resize: degrade = bicubic down by s, then up", ""]
+    lines += ["| shape | scale | variant | median ms | GB/s | % copy bw | max abs err vs MATLAB |", "|---|---|---|---|---|---|---|"]
+    for r in rs:
+        pct = f"{r['pct_copy_bw']:.1f}" if r["pct_copy_bw"] is not None else "-"
+        lines.append(
+            f"| {r['shape']} | x{r['scale']} | {r['variant']} | {r['ms']:.3f} | {r['gbps']:.1f} | {pct} | {r['max_abs_err_vs_matlab']:.1e} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="CPU: tiny sizes in the Triton interpreter, parity only")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--out", default=None, help="output folder (default: benchmarks/, or outputs/ for --smoke)")
+    args = ap.parse_args()
+
+    if args.smoke:
+        device, repeats = "cpu", args.repeats or 2
+        shapes, resize_cases = [(2, 9, 11)], [(1, 24, 36, 2), (2, 24, 24, 3)]
+        peak, copy_bw, name = None, None, "smoke-cpu-interpreter"
+        out_dir = Path(args.out or REPO / "outputs")
+    else:
+        if not torch.cuda.is_available():
+            sys.exit("bench_kernels: no GPU; run with --smoke on the CPU (parity only, no performance figures)")
+        device, repeats = "cuda", args.repeats or 50
+        shapes = [(1, 540, 960), (1, 1080, 1920), (64, 41, 41)]
+        resize_cases = [(1, 1080, 1920, 2), (1, 1080, 1920, 3), (1, 1080, 1920, 4), (64, 41 * 3, 41 * 3, 3)]
+        peak, copy_bw = matmul_tflops(repeats), copy_gbps(repeats)
+        name = torch.cuda.get_device_name()
+        out_dir = Path(args.out or REPO / "benchmarks")
+
+    env = {
+        "device": name,
+        "torch": torch.__version__,
+        "triton": __import__("triton").__version__,
+        "bf16_matmul_tflops": round(peak, 1) if peak else None,
+        "copy_gbps": round(copy_bw, 1) if copy_bw else None,
+    }
+    fwd = bench_forward(shapes, repeats, peak, device)
+    rs = bench_resize(resize_cases, repeats, copy_bw, device)
+    md = markdown(name, env, fwd, rs, args.smoke)
+    print(md)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    write_json(out_dir / f"kernels-{slug}.json", {"env": env, "forward": fwd, "resize": rs, "smoke": args.smoke})
+    with atomic_path(out_dir / f"kernels-{slug}.md") as tmp:
+        tmp.write_text(md)
+    print(f"wrote {out_dir / f'kernels-{slug}.json'} and .md")
+    if args.smoke:
+        bad = [r for r in fwd if r["variant"].startswith("triton") and r["residual_rel_err"] > 3e-2]
+        bad += [r for r in rs if r["variant"].startswith("triton") and r["max_abs_err_vs_matlab"] > 1e-5]
+        if bad:
+            sys.exit(f"bench_kernels --smoke: parity failed: {json.dumps(bad)}")
+        print("smoke: parity ok. These CPU interpreter times are not performance figures.")
+
+
+if __name__ == "__main__":
+    main()
