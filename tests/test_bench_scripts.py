@@ -26,3 +26,24 @@ def test_parity_bench_kernels_smoke(tmp_path):
     assert {"triton fp32 (ieee)", "triton bf16", "eager bf16 channels_last"} <= variants
     assert all(r["max_abs_err_vs_matlab"] <= 1e-5 for r in data["resize"] if r["variant"] == "triton degrade")
     assert (tmp_path / "kernels-smoke-cpu-interpreter.md").read_text().startswith("# Kernel benchmark")
+
+
+def test_bench_data_runs_both_loaders(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (120, 130, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    out = tmp_path / "data.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench_data.py"), "--data", str(data), "--loader", "dali", "torch",
+         "--batches", "3", "--rounds", "1", "--batch-size", "8", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["loader"] for r in rows] == ["dali", "torch"]
+    assert all(r["patches_per_s"] > 0 and r["device"] == "cpu" and r["batches"] == 3 for r in rows)

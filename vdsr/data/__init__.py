@@ -1,0 +1,14 @@
+"""Training data: 41 x 41 patches streamed from image folders, LR synthesised on the fly.
+
+* :mod:`vdsr.data.store`: find the images and decode each once into memory as Y (float32).
+* :mod:`vdsr.data.patches`: patch geometry, the seeded per-rank sampler (``random`` and
+  ``fixed`` modes), and the LR synthesis (MATLAB-exact bicubic down + up of an aligned crop).
+* :mod:`vdsr.data.loaders`: the two executors of the same draws, NVIDIA DALI and plain
+  PyTorch, behind :func:`make_loader`.
+"""
+
+from .loaders import PatchLoader, make_loader
+from .patches import PatchSampler, crop_size
+from .store import ImageStore, load_store
+
+__all__ = ["ImageStore", "load_store", "PatchSampler", "crop_size", "PatchLoader", "make_loader"]
