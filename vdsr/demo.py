@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEMO_PHOTOS", "demo_folder", "demo_files"]
+__all__ = ["DEMO_PHOTOS", "DEMO_TRAIN", "DEMO_VAL", "demo_folder", "demo_files"]
 
 #: Natural photographs (not drawings, charts or scans) in ``skimage/data``, with their sizes.
 DEMO_PHOTOS = (
@@ -19,6 +19,25 @@ DEMO_PHOTOS = (
     "motorcycle_left.png",  # 740 x 500 RGB
     "rocket.jpg",  # 640 x 427 RGB
 )
+
+
+#: The demo training recipe: train on these photos ...
+DEMO_TRAIN = (
+    "astronaut.png",
+    "camera.png",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "rocket.jpg",
+    "retina.jpg",
+    "ihc.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "coins.png",
+    "moon.png",
+)
+#: ... and validate on these, held back.
+DEMO_VAL = ("chelsea.png", "coffee.png")
 
 
 def demo_folder() -> Path:

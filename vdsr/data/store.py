@@ -126,7 +126,7 @@ def load_store(
     """Find the images under ``folders`` (recursive, sorted) and decode each once.
 
     Args:
-        folders: one or more folders (a file list is also accepted per folder entry).
+        folders: folders (searched recursively) or single image files.
         min_side: images with a side below this (a patch plus its margin) are skipped.
         decoder: ``"pillow"`` or ``"dali"`` (8-bit grey/RGB files through DALI's CPU decoder;
             the other modes, and any file DALI fails on, through Pillow).
@@ -139,6 +139,10 @@ def load_store(
     skipped: list[tuple[Path, str]] = []
     per_folder: dict[str, int] = {}
     for folder in folders:
+        if Path(folder).is_file():
+            files.append(Path(folder))
+            per_folder[Path(folder).parent.name] = per_folder.get(Path(folder).parent.name, 0) + 1
+            continue
         found, other = find_images(folder)
         files += found
         skipped += other

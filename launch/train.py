@@ -1,0 +1,455 @@
+"""Train VDSR. One script for one CPU, two CPU ranks, eight GPUs or several nodes:
+
+    python launch/train.py                                   # the demo recipe, one process
+    accelerate launch launch/train.py --config seed          # whatever `accelerate config` says
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 launch/train.py  # 2 CPU ranks (gloo)
+    accelerate launch --multi_gpu --num_processes 8 launch/train.py --config paper       # 8 GPUs
+
+Recipes live in ``launch/configs/*.yaml`` (``--config NAME|FILE``); any key can be overridden
+on the command line (``--epochs 2``, ``--data DIR DIR``, ``--set key=value``).
+
+The step: loss = 1/2 ||y - x - f(x)||^2 summed over the pixels of a patch and averaged over the
+patches of the batch (Caffe's EuclideanLoss, which the paper's code used); SGD with momentum
+and weight decay; the paper's adjustable gradient clipping: every gradient element clipped to
+[-theta/lr, theta/lr], so that no element of a plain SGD step exceeds theta whatever the
+learning rate (``--clip norm`` clips the global L2 norm to theta instead). Under DDP the loss
+is the local mean and the gradients are averaged over the ranks: the global batch is
+``batch_size`` split evenly over them.
+
+Outputs (``--output-dir``): ``checkpoints/step-*/`` (``accelerator.save_state``, written to a
+temporary folder and renamed, so a crash never leaves a torn checkpoint; ``latest`` names the
+newest), TensorBoard logs, and at the end ``model.safetensors``, ``config.json``,
+``summary.json``, ``history.json`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from vdsr.atomic import atomic_path, write_json  # noqa: E402
+from vdsr.checkpoint import save_weights  # noqa: E402
+from vdsr.data import PatchSampler, crop_size, load_store, make_loader  # noqa: E402
+from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
+from vdsr.errors import InputError  # noqa: E402
+from vdsr.evaluate import Dataset, evaluate, open_dataset, vdsr_method  # noqa: E402
+from vdsr.model import VDSR  # noqa: E402
+
+log = logging.getLogger("vdsr.train")
+CONFIGS = REPO / "launch" / "configs"
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass
+class Config:
+    data: list = field(default_factory=lambda: ["demo"])
+    val_data: list = field(default_factory=lambda: ["demo-val"])
+    scales: list = field(default_factory=lambda: [2, 3, 4])
+    depth: int = 20
+    channels: int = 64
+    batch_size: int = 64  # global, over all ranks
+    sampling: str = "random"  # or "fixed"
+    patches_per_epoch: int = 3200  # random mode
+    fixed_count: int | None = None  # fixed mode: a seeded subset of the grid
+    epochs: int = 80
+    max_steps: int | None = None  # stop early (the schedule still follows epochs)
+    lr: float = 0.1
+    lr_step_epochs: int = 20
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    clip: str = "adjustable"  # or "norm" or "none"
+    clip_theta: float = 1e-4
+    rotate: bool = False
+    bf16: bool = True
+    channels_last: bool = True
+    backend: str = "torch"  # or "triton"
+    loader: str = "auto"  # or "dali" / "torch"
+    loader_workers: int = 2
+    log_every: int = 10
+    val_every: int = 500
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    seed: int = 0
+    output_dir: str = "runs/demo"
+    inject_nan_at: int | None = None  # testing: make the loss NaN at this step
+    debug_ranks: bool = False  # testing: each rank writes rank<r>.json (parameter and patch digests)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The recipe file, then the command-line overrides."""
+    path = Path(args.config)
+    if not path.suffix:
+        path = CONFIGS / f"{args.config}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+        raise InputError(f"--config {args.config}: no such recipe (have: {names}) or file")
+    values = yaml.safe_load(path.read_text()) or {}
+    unknown = set(values) - set(Config.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"{path}: unknown keys {sorted(unknown)}")
+    if "output_dir" not in values:
+        values["output_dir"] = f"runs/{path.stem}"
+    for key in ("data", "val_data", "scales", "epochs", "max_steps", "output_dir", "backend", "loader", "seed", "depth", "batch_size", "lr", "clip", "clip_theta", "bf16", "channels_last"):
+        v = getattr(args, key, None)
+        if v is not None:
+            values[key] = v
+    for item in args.set or []:
+        key, _, raw = item.partition("=")
+        if key not in Config.__dataclass_fields__:
+            raise InputError(f"--set {item}: unknown key {key!r}")
+        values[key] = yaml.safe_load(raw)
+    return Config(**values)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Train VDSR (Accelerate: 1 CPU, CPU ranks, GPUs, nodes).")
+    ap.add_argument("--config", default="demo", help="recipe name (launch/configs/NAME.yaml) or YAML file")
+    ap.add_argument("--data", nargs="+", metavar="DIR", help="training folders ('demo': the sample photos)")
+    ap.add_argument("--val-data", dest="val_data", nargs="+", metavar="DIR", help="validation folders")
+    ap.add_argument("--scales", nargs="+", type=int)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--max-steps", dest="max_steps", type=int)
+    ap.add_argument("--output-dir", dest="output_dir")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    ap.add_argument("--backend", choices=["torch", "triton"])
+    ap.add_argument("--loader", choices=["auto", "dali", "torch"])
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--depth", type=int)
+    ap.add_argument("--batch-size", dest="batch_size", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--clip", choices=["adjustable", "norm", "none"])
+    ap.add_argument("--clip-theta", dest="clip_theta", type=float)
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--world-size", type=int, help="fail unless exactly this many processes run")
+    ap.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override any recipe key")
+    return ap.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- pieces
+def lr_at(cfg: Config, step: int, steps_per_epoch: int) -> float:
+    """Step decay: lr * gamma ** (epoch // lr_step_epochs)."""
+    epoch = step // steps_per_epoch
+    return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
+
+
+def clip_gradients(accelerator: Accelerator, model: torch.nn.Module, cfg: Config, lr: float) -> None:
+    """The paper's adjustable clipping (each element to [-theta/lr, theta/lr]), or L2-norm clipping."""
+    if cfg.clip == "adjustable":
+        accelerator.clip_grad_value_(model.parameters(), cfg.clip_theta / lr)
+    elif cfg.clip == "norm":
+        accelerator.clip_grad_norm_(model.parameters(), cfg.clip_theta)
+
+
+def sse_loss(out: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """1/2 ||y - (x + f(x))||^2 summed over each patch's pixels, averaged over the batch (float32)."""
+    return 0.5 * (out.float() - hr).pow(2).flatten(1).sum(1).mean()
+
+
+def resolve_folders(entries: list, demo_names: tuple) -> list:
+    """Training entries: folders, image files, or 'demo' (the scikit-image sample photos)."""
+    out = []
+    for e in entries:
+        out += demo_files(demo_names) if e in ("demo", "demo-val") else [e]
+    return out
+
+
+def validation_sets(entries: list) -> list[Dataset]:
+    sets = []
+    for e in entries:
+        if e == "demo-val":
+            sets.append(Dataset("demo-val", demo_files(DEMO_VAL)))
+        elif Path(e).is_dir():
+            sets.append(open_dataset(e))
+        else:
+            warnings.warn(f"validation folder {e} not found: skipped")
+    return sets
+
+
+def check_world_size(accelerator: Accelerator, expected: int | None) -> None:
+    """Fail loudly when the run has another number of processes than was launched."""
+    n = accelerator.num_processes
+    if expected is not None and n != expected:
+        raise SystemExit(f"train.py: --world-size {expected} but {n} process(es) are running")
+    if n == 1 and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        raise SystemExit(
+            "train.py: launched for several processes but only one started (`accelerate launch --cpu "
+            "--num_processes N` starts ONE process). For N CPU ranks: ACCELERATE_USE_CPU=1 accelerate "
+            "launch --multi_gpu --num_processes N launch/train.py"
+        )
+
+
+class Checkpoints:
+    """``accelerator.save_state`` into ``checkpoints/step-XXXXXXX``, atomically, keeping the last few."""
+
+    def __init__(self, root: Path, keep: int):
+        self.root, self.keep = root / "checkpoints", keep
+
+    def latest(self) -> Path | None:
+        pointer = self.root / "latest"
+        if not pointer.is_file():
+            return None
+        path = self.root / pointer.read_text().strip()
+        return path if (path / "train_state.json").is_file() else None
+
+    def save(self, accelerator: Accelerator, state: dict) -> Path:
+        name = f"step-{state['step']:07d}"
+        tmp, final = self.root / f".tmp-{name}", self.root / name
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))  # model (safetensors), optimizer, RNG states
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_json(tmp / "train_state.json", state)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)  # the checkpoint appears whole or not at all
+            with atomic_path(self.root / "latest") as t:
+                t.write_text(name + "\n")
+            old = sorted(p for p in self.root.glob("step-*") if p.is_dir())[: -self.keep]
+            for p in old:
+                shutil.rmtree(p, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return final
+
+
+def plot_curves(history: dict, bicubic: dict, path: Path) -> None:
+    """Loss against step, and validation PSNR per scale against the bicubic line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if history["loss"]:
+        steps, losses = zip(*history["loss"])
+        ax1.plot(steps, losses, lw=1)
+        ax1.set_yscale("log")
+    ax1.set(xlabel="step", ylabel="loss (1/2 SSE per patch)", title="training loss")
+    for i, (name, by_scale) in enumerate(sorted(history["val"].items())):
+        for j, (s, points) in enumerate(sorted(by_scale.items())):
+            xs, ys = zip(*points)
+            line = ax2.plot(xs, ys, marker="o", ms=3, label=f"{name} x{s}")[0]
+            if name in bicubic and s in bicubic[name]:
+                ax2.axhline(bicubic[name][s], color=line.get_color(), ls="--", lw=0.8)
+    ax2.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR (dashed: bicubic)")
+    if history["val"]:
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def validate(model, datasets, scales, device) -> dict:
+    """PSNR per dataset and scale with the evaluation code of `vdsr eval` (float32 forward)."""
+    model.eval()
+    report = evaluate(datasets, scales, vdsr_method(model), "vdsr", device, progress=False)
+    model.train()
+    return {name: {s: r["psnr"] for s, r in by.items()} for name, by in report.summary().items()}
+
+
+# ----------------------------------------------------------------------------- training
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args)
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        mixed_precision="bf16" if cfg.bf16 else "no", log_with="tensorboard", project_dir=str(out)
+    )
+    logging.basicConfig(
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s"
+    )
+    check_world_size(accelerator, args.world_size)
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if cfg.batch_size % world:
+        raise SystemExit(f"train.py: batch_size {cfg.batch_size} does not split over {world} ranks")
+    set_seed(cfg.seed)  # the same initial weights on every rank
+
+    # data: every image decoded once; this rank's shard of the draws
+    store = load_store(resolve_folders(cfg.data, DEMO_TRAIN), crop_size(cfg.scales))
+    sampler = PatchSampler(
+        store.sizes, cfg.scales, cfg.batch_size // world, cfg.sampling, cfg.patches_per_epoch,
+        cfg.fixed_count, cfg.rotate, cfg.seed, rank, world,
+    )  # fmt: skip
+    loader = make_loader(store, sampler, cfg.loader, device, cfg.loader_workers)
+    steps_per_epoch = len(sampler)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    val_sets = validation_sets(cfg.val_data) if accelerator.is_main_process else []
+    log.info(
+        "world %d, %s; %s; %d steps an epoch of %d patches per rank; %d steps",
+        world, device, store.summary(), steps_per_epoch, sampler.batch_size, total_steps,
+    )  # fmt: skip
+    if sampler.mode == "fixed":
+        log.info("fixed grid: %d patches, %d used", sampler.grid_count, len(sampler.grid))
+
+    # model and optimiser
+    model = VDSR(cfg.depth, cfg.channels, backend=cfg.backend)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+
+    # state, resume
+    ckpts = Checkpoints(out, cfg.keep_checkpoints)
+    state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}}}
+    if args.resume:
+        path = ckpts.latest()
+        if path is None:
+            log.info("--resume: no checkpoint in %s, starting fresh", ckpts.root)
+        else:
+            accelerator.load_state(str(path))
+            state = json.loads((path / "train_state.json").read_text())
+            log.info("resumed from %s (step %d)", path, state["step"])
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {**asdict(cfg), "world_size": world})
+    accelerator.init_trackers("tensorboard")
+
+    stop = {"sigterm": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("sigterm", True))
+
+    bicubic = {}
+    if accelerator.is_main_process and val_sets:
+        b = evaluate(val_sets, cfg.scales, None, "bicubic", "cpu", progress=False).summary()
+        bicubic = {name: {s: r["psnr"] for s, r in by.items()} for name, by in b.items()}
+        log.info("bicubic on validation: %s", bicubic)
+
+    step = state["step"]
+    bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_main_process, unit="step", dynamic_ncols=True)
+    window, t_last, t0 = [], time.perf_counter(), time.perf_counter() - state["seconds"]
+    patch_digest = hashlib.sha256()
+    model.train()
+    exit_code = 0
+    while step < total_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        for i, (lr_in, hr, _) in enumerate(loader.epoch(epoch)):
+            if i < skip:
+                continue  # resuming mid-epoch: the same draws, already trained on
+            if cfg.debug_ranks:
+                patch_digest.update(hr.cpu().numpy().tobytes())
+            if cfg.channels_last:
+                lr_in = lr_in.contiguous(memory_format=torch.channels_last)
+            lr = lr_at(cfg, step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # ---- the step
+            with accelerator.autocast():
+                output = model(lr_in)
+            loss = sse_loss(output, hr)
+            if cfg.inject_nan_at is not None and step == cfg.inject_nan_at:
+                loss = loss * float("nan")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                clip_gradients(accelerator, model, cfg, lr)
+            flags = torch.tensor([float(not torch.isfinite(loss)), float(stop["sigterm"])], device=device)
+            flags = accelerator.reduce(flags, "sum")  # every rank takes the same decision
+            if flags[0] > 0:
+                last = ckpts.latest()
+                log.error("non-finite loss at step %d: stopping. Last good checkpoint: %s", step, last or "none")
+                exit_code = 1
+                break
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            state["patches_seen"] += cfg.batch_size
+            bar.update(1)
+
+            # ---- logging, validation, checkpoints
+            window.append(loss.item())
+            if step % cfg.log_every == 0 or step == total_steps:
+                mean = sum(window) / len(window)
+                now = time.perf_counter()
+                rate = len(window) * cfg.batch_size / (now - t_last)
+                window, t_last = [], now
+                state["history"]["loss"].append((step, mean))
+                accelerator.log({"loss": mean, "lr": lr, "patches_per_s": rate}, step=step)
+                bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.0e}", patches_s=f"{rate:.0f}")
+            if val_sets and (step % cfg.val_every == 0 or step == total_steps):
+                psnr = validate(raw_model, val_sets, cfg.scales, device)
+                for name, by in psnr.items():
+                    for s, v in by.items():
+                        state["history"]["val"].setdefault(name, {}).setdefault(s, []).append((step, v))
+                        accelerator.log({f"psnr/{name}/x{s}": v}, step=step)
+                log.info("step %d: validation PSNR %s", step, psnr)
+                t_last = time.perf_counter()  # validation time is not training throughput
+            state["step"], state["seconds"] = step, time.perf_counter() - t0
+            if step % cfg.checkpoint_every == 0 or step == total_steps or flags[1] > 0:
+                ckpts.save(accelerator, state)
+            if flags[1] > 0:
+                log.warning("SIGTERM: checkpoint saved at step %d; continue with --resume", step)
+                exit_code = 143
+                break
+            if step >= total_steps:
+                break
+        if exit_code:
+            break
+    bar.close()
+    if cfg.debug_ranks:
+        params = hashlib.sha256(b"".join(p.detach().cpu().float().numpy().tobytes() for p in raw_model.parameters()))
+        write_json(out / f"rank{rank}.json", {"params": params.hexdigest(), "patches": patch_digest.hexdigest()})
+    if exit_code:
+        accelerator.end_training()
+        return exit_code
+
+    # ---- the results
+    if accelerator.is_main_process:
+        seconds = time.perf_counter() - t0
+        save_weights(
+            out / "model.safetensors", raw_model,
+            {"scales": ",".join(map(str, cfg.scales)), "steps": str(step), "recipe": Path(args.config).stem},
+        )  # fmt: skip
+        final = {}
+        if val_sets:
+            report = evaluate(val_sets, cfg.scales, vdsr_method(raw_model.eval()), "vdsr", device, progress=False)
+            final = report.summary()
+        summary = {
+            "world_size": world,
+            "steps": step,
+            "patches_seen": state["patches_seen"],
+            "seconds": round(seconds, 1),
+            "patches_per_s": round(state["patches_seen"] / seconds, 1) if seconds > 0 else None,
+            "final_psnr": {n: {s: r["psnr"] for s, r in by.items()} for n, by in final.items()},
+            "final_ssim": {n: {s: r["ssim"] for s, r in by.items()} for n, by in final.items()},
+            "bicubic_psnr": bicubic,
+        }
+        write_json(out / "summary.json", summary)
+        write_json(out / "history.json", state["history"])
+        plot_curves(state["history"], bicubic, out / "curves.png")
+        log.info("done: %s", json.dumps(summary))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers and the process group: last
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except InputError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

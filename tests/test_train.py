@@ -1,0 +1,173 @@
+"""launch/train.py: DDP on two CPU ranks, clipping, learning, resume, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "launch"))
+
+import train  # noqa: E402
+
+TINY = {
+    "data": ["demo"],
+    "val_data": [],
+    "scales": [2, 3, 4],
+    "depth": 4,
+    "channels": 8,
+    "batch_size": 8,
+    "sampling": "random",
+    "patches_per_epoch": 64,
+    "epochs": 4,
+    "lr": 0.1,
+    "lr_step_epochs": 2,
+    "weight_decay": 1e-4,
+    "clip": "adjustable",
+    "clip_theta": 1e-4,
+    "loader": "torch",
+    "log_every": 2,
+    "val_every": 1000,
+    "checkpoint_every": 3,
+    "seed": 0,
+}
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def run_main(argv: list[str]) -> int:
+    """train.main() in this process, with Accelerate's singleton state reset around it."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        return train.main(argv)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_clipping_bounds_every_element():
+    from accelerate import Accelerator
+
+    model = torch.nn.Linear(50, 50)
+    (model(torch.randn(4, 50)) * 1e6).sum().backward()  # huge gradients
+    cfg = train.Config(clip="adjustable", clip_theta=0.01)
+    lr = 0.05
+    train.clip_gradients(Accelerator(cpu=True), model, cfg, lr)
+    bound = cfg.clip_theta / lr
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert grads.abs().max().item() <= bound * (1 + 1e-6)
+    assert (grads.abs() > 0.99 * bound).float().mean() > 0.5  # it did clip
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.optim.SGD(model.parameters(), lr=lr).step()  # plain SGD: no element moves more than theta
+    step = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before))
+    assert step <= cfg.clip_theta * (1 + 1e-5)
+    assert train.lr_at(train.Config(lr=0.1, lr_step_epochs=20, lr_gamma=0.1), 20 * 38, 38) == pytest.approx(0.01)
+
+
+def test_loss_falls_and_outputs(tiny, tmp_path):
+    out = tmp_path / "run"
+    code = run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "30", "--set", "patches_per_epoch=512", "checkpoint_every=100"])
+    assert code == 0
+    losses = [v for _, v in json.loads((out / "history.json").read_text())["loss"]]
+    assert len(losses) == 15
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["steps"] == 30 and summary["patches_seen"] == 240
+    assert summary["patches_per_s"] > 0
+    for name in ("model.safetensors", "config.json", "curves.png"):
+        assert (out / name).is_file()
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000030"
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_main(["--config", str(tiny), "--output-dir", str(straight), "--max-steps", "10"]) == 0
+    assert run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "5"]) == 0  # stops mid-epoch
+    assert run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "10", "--resume"]) == 0
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
+    assert json.loads((split / "summary.json").read_text())["patches_seen"] == 80
+
+
+def test_nan_stops_and_last_good_checkpoint_loads(tiny, tmp_path):
+    from vdsr.checkpoint import load_weights
+
+    out = tmp_path / "nan"
+    code = run_main(["--config", str(tiny), "--output-dir", str(out), "--set", "inject_nan_at=7"])
+    assert code == 1
+    latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    assert latest.name == "step-0000006"
+    assert json.loads((latest / "train_state.json").read_text())["step"] == 6
+    model = load_weights(latest / "model.safetensors")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not (out / "model.safetensors").exists()  # no final model from a failed run
+
+
+def test_world_size_mismatch_is_refused(tiny, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="--world-size 2 but 1"):
+        run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "w"), "--world-size", "2"])
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # what `accelerate launch --cpu --num_processes 2` leaves
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit, match="only one started"):
+        run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "w2")])
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    with pytest.raises(train.InputError, match="no such recipe"):
+        run_main(["--config", "nonesuch"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.1\nlearning_rate: 3\n")
+    with pytest.raises(train.InputError, match="unknown keys"):
+        run_main(["--config", str(bad)])
+
+
+def test_sigterm_checkpoints_then_exits(tiny, tmp_path):
+    out = tmp_path / "term"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "launch" / "train.py"), "--config", str(tiny), "--output-dir", str(out),
+         "--set", "epochs=1000", "checkpoint_every=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (out / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # some steps
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, output[-2000:]
+    latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    step = json.loads((latest / "train_state.json").read_text())["step"]
+    assert step >= 1 and "SIGTERM" in output
+
+
+def test_two_cpu_ranks_ddp(tiny, tmp_path):
+    """Two real gloo ranks: the same parameters afterwards, different patches seen."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "29517", str(REPO / "launch" / "train.py"), "--config", str(tiny),
+           "--output-dir", str(out), "--world-size", "2", "--max-steps", "4", "--set", "debug_ranks=true"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["params"] == r1["params"]
+    assert r0["patches"] != r1["patches"]
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
