@@ -131,7 +131,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--max-steps", dest="max_steps", type=int)
     ap.add_argument("--output-dir", dest="output_dir")
-    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    ap.add_argument(
+        "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+        help="continue from the latest checkpoint in --output-dir, or from the checkpoint folder given",
+    )  # fmt: skip
     ap.add_argument("--backend", choices=["torch", "triton"])
     ap.add_argument("--loader", choices=["auto", "dali", "torch"])
     ap.add_argument("--seed", type=int)
@@ -318,7 +321,9 @@ def main(argv=None) -> int:
     ckpts = Checkpoints(out, cfg.keep_checkpoints)
     state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}}}
     if args.resume:
-        path = ckpts.latest()
+        path = ckpts.latest() if args.resume == "latest" else Path(args.resume)
+        if path is not None and not (path / "train_state.json").is_file():
+            raise InputError(f"--resume {path}: not a checkpoint folder (no train_state.json)")
         if path is None:
             log.info("--resume: no checkpoint in %s, starting fresh", ckpts.root)
         else:

@@ -1,8 +1,11 @@
 """The ``vdsr`` command.
 
+    vdsr upscale INPUT... --scale S -o OUT [--checkpoint FILE] [--backend torch|triton]
+                 [--device cpu|cuda] [--tile N] [--bf16]
+    vdsr compare IMAGE --scale S -o FIGURE.png [--checkpoint FILE] [--device cpu|cuda]
     vdsr eval [--data DIR ...] [--scales 2 3 4] [--method bicubic|vdsr] [--checkpoint FILE]
-              [--json FILE] [--device cpu|cuda] [--backend torch|triton] [--save-images DIR]
-              [--skip-bad] [--per-image] [--quantize-y]
+              [--json FILE] [--device cpu|cuda] [--backend torch|triton] [--bf16]
+              [--save-images DIR] [--skip-bad] [--per-image] [--quantize-y]
 
 Bad input ends the command with one line, ``vdsr <command>: error: <file>: <problem>``, and
 exit status 2.
@@ -20,10 +23,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["main", "DEFAULT_WEIGHTS"]
-
-#: The model shipped in the repository (see the README for how it was trained).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "vdsr20_x234.safetensors"
+__all__ = ["main"]
 
 
 def _device(name: str | None) -> torch.device:
@@ -35,21 +35,13 @@ def _device(name: str | None) -> torch.device:
 
 
 def _load_model(checkpoint: str | None, device: torch.device, backend: str = "torch"):
-    from .checkpoint import load_weights
+    from .upscale import load_pretrained
 
-    path = Path(checkpoint) if checkpoint else DEFAULT_WEIGHTS
-    if checkpoint is None and not path.is_file():
-        raise InputError(
-            f"{path}: no shipped model yet; pass --checkpoint FILE (a .safetensors written by launch/train.py)"
-        )
-    model = load_weights(path, device)
-    if backend == "triton":
-        if device.type == "cpu" and "kernels.conv" not in sys.modules:
-            # Triton runs on the CPU only in its interpreter, which must be chosen before import.
-            os.environ.setdefault("TRITON_INTERPRET", "1")
-            warnings.warn("--backend triton on the CPU runs the Triton interpreter: correct but slow")
-        model.backend = "triton"
-    return model
+    if backend == "triton" and device.type == "cpu" and "kernels.conv" not in sys.modules:
+        # Triton runs on the CPU only in its interpreter, which must be chosen before import.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        warnings.warn("--backend triton on the CPU runs the Triton interpreter: correct but slow")
+    return load_pretrained(checkpoint, device, backend)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -70,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     method = None
     if args.method == "vdsr":
         model = _load_model(args.checkpoint, device, args.backend)
-        method = vdsr_method(model)
+        method = vdsr_method(model, bf16=args.bf16)
     elif args.checkpoint:
         raise InputError("--checkpoint is only used with --method vdsr")
     report = evaluate(
@@ -89,6 +81,84 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}", file=sys.stderr)
     if args.save_images:
         print(f"wrote SR images under {args.save_images}/", file=sys.stderr)
+    return 0
+
+
+def _upscale_jobs(inputs: list[str], out: str) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """(source, destination) pairs and the skipped non-image files. One input file and an OUT
+    with an image suffix: OUT is the file; otherwise OUT is a folder mirroring the inputs."""
+    from .images import IMAGE_EXTENSIONS, find_images
+
+    out_path = Path(out)
+    sources: list[tuple[Path, Path]] = []  # (file, path relative to the output folder)
+    skipped: list[tuple[Path, str]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found, other = find_images(p)
+            sources += [(f, f.relative_to(p)) for f in found]
+            skipped += other
+        elif p.exists():
+            sources.append((p, Path(p.name)))
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    if not sources:
+        raise InputError(f"{', '.join(inputs)}: no images found")
+    single = len(sources) == 1 and Path(inputs[0]).is_file() and out_path.suffix.lower() in IMAGE_EXTENSIONS
+    jobs = [(src, out_path if single else out_path / rel) for src, rel in sources]
+    for src, dst in jobs:
+        if dst.resolve() == src.resolve():
+            raise InputError(f"{dst}: would overwrite its input; choose another output")
+    return jobs, skipped
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .upscale import default_tile, upscale_file
+
+    if not args.scale >= 1:
+        raise InputError(f"--scale {args.scale}: upscaling needs a scale >= 1")
+    if args.scale not in (2, 3, 4):
+        warnings.warn(f"scale {args.scale:g}: the shipped model was trained on x2, x3 and x4 only")
+    device = _device(args.device)
+    jobs, skipped = _upscale_jobs(args.inputs, args.output)
+    for path, why in skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    model = _load_model(args.checkpoint, device, args.backend)
+    tile = args.tile or default_tile(device)
+    from PIL import Image
+
+    total = 0
+    for src, _ in jobs:
+        try:
+            with Image.open(src) as im:
+                total += int(im.size[0] * args.scale + 0.999) * int(im.size[1] * args.scale + 0.999)
+        except Exception:  # noqa: BLE001 - reported when the file is processed
+            pass
+    failed = []
+    bar = tqdm(total=total / 1e6, unit="MP", desc="upscale", disable=None, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
+    for i, (src, dst) in enumerate(jobs):
+        bar.set_postfix_str(f"file {i + 1}/{len(jobs)}")
+        try:
+            size = upscale_file(src, dst, args.scale, model, tile, args.bf16, progress=lambda px: bar.update(px / 1e6))
+            print(f"{src} -> {dst} ({size[0]}x{size[1]})")
+        except InputError as e:
+            failed.append(str(e))
+            print(f"vdsr upscale: error: {e}", file=sys.stderr)
+    bar.close()
+    done = len(jobs) - len(failed)
+    print(f"{done} of {len(jobs)} images upscaled x{args.scale:g}" + (f"; {len(failed)} failed" if failed else "") + (f"; {len(skipped)} non-image files skipped" if skipped else ""))
+    return 1 if failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .figures import compare_figure
+
+    device = _device(args.device)
+    model = _load_model(args.checkpoint, device)
+    info = compare_figure(Path(args.image), int(args.scale), model, Path(args.output))
+    print(f"wrote {args.output}: bicubic {info['bicubic_psnr']:.2f} dB, VDSR {info['vdsr_psnr']:.2f} dB (Y, x{args.scale})")
     return 0
 
 
@@ -113,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="torch",
         help="VDSR forward: PyTorch reference or the fused Triton kernels (the protocol's resize stays float64)",
     )
+    ev.add_argument("--bf16", action="store_true", help="run VDSR under bfloat16 autocast (default float32)")
     ev.add_argument("--save-images", metavar="DIR", help="write the SR images as colour PNG under DIR/<dataset>/x<s>/")
     ev.add_argument("--skip-bad", action="store_true", help="skip unreadable or too-small images (named and counted)")
     ev.add_argument("--per-image", action="store_true", help="also print every image's PSNR/SSIM")
@@ -122,6 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="round Y to 8 bits before resizing, as Kim et al.'s MATLAB script (gives the commonly quoted SSIMs)",
     )
     ev.set_defaults(func=cmd_eval)
+
+    up = sub.add_parser("upscale", help="upscale colour images of any size with VDSR", description="Upscale images (files or folders) with VDSR: Y through the network, CbCr and alpha bicubic.")
+    up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    up.add_argument("--scale", type=float, required=True, help="2, 3, 4 (trained) or any other >= 1")
+    up.add_argument("-o", "--output", required=True, metavar="OUT", help="a file for one input, else a folder")
+    up.add_argument("--checkpoint", metavar="FILE", help="VDSR weights (.safetensors); default: the shipped model")
+    up.add_argument("--backend", choices=["torch", "triton"], default="torch")
+    up.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    up.add_argument("--tile", type=int, help="tile side in output pixels (default: from the memory available)")
+    up.add_argument("--bf16", action="store_true", help="run VDSR under bfloat16 autocast")
+    up.set_defaults(func=cmd_upscale)
+
+    cp = sub.add_parser("compare", help="figure: bicubic vs VDSR vs ground truth, with a zoomed crop and PSNR")
+    cp.add_argument("image", metavar="IMAGE", help="a high-resolution image (the ground truth)")
+    cp.add_argument("--scale", type=int, default=3)
+    cp.add_argument("-o", "--output", required=True, metavar="FIGURE", help="PNG to write")
+    cp.add_argument("--checkpoint", metavar="FILE")
+    cp.add_argument("--device")
+    cp.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -126,13 +126,15 @@ def quantize(x01: torch.Tensor) -> torch.Tensor:
     return torch.floor(x01.to(torch.float64) * 255.0 + 0.5).clamp_(0, 255)
 
 
-def vdsr_method(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> Method:
-    """VDSR as an SR method: runs ``model`` on the bicubic Y in ``dtype``, clamps to [0, 1]."""
+def vdsr_method(model: torch.nn.Module, bf16: bool = False) -> Method:
+    """VDSR as an SR method: runs ``model`` on the bicubic Y (float32 input; bf16 autocast when
+    asked), returns float64 clamped to [0, 1]."""
     device = next(model.parameters()).device
 
     @torch.inference_mode()
     def run(bic: torch.Tensor) -> torch.Tensor:
-        out = model(bic.to(device=device, dtype=dtype))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(bic.to(device=device, dtype=torch.float32))
         return out.to(bic.dtype).clamp_(0.0, 1.0).to(bic.device)
 
     return run
