@@ -7,12 +7,13 @@ The pipeline for one image and scale s (``upscale``):
    Cb, Cr (and alpha): the same bicubic upscale;
 3. back to RGB, clamped, rounded to 8 bits (16 bits for 16-bit greyscale input).
 
-Tiles. The output is made tile by tile, so memory stays flat whatever the image size: for each
-output tile the bicubic rows and columns are taken from the whole-axis MATLAB tables (so any
-scale, even non-integer, gives exactly the whole-image bicubic), VDSR runs on the tile plus a
-halo of ``depth`` pixels (its receptive field: one pixel per 3x3 layer), and the halo is cut
-away. A tiled result equals the untiled one (tested to 1e-5 before rounding); the untiled path
-is simply one tile.
+Tiles. The output is made tile by tile, so memory is the 8-bit input and output plus one tile,
+whatever the image size: each output tile reads only the window of the input its bicubic taps
+need (converted to YCbCr there), takes its bicubic rows and columns from the whole-axis MATLAB
+tables (so any scale, even non-integer, gives exactly the whole-image bicubic), runs VDSR on the
+tile plus a halo of ``depth`` pixels (its receptive field: one pixel per 3x3 layer), cuts the
+halo away and writes its pixels to the output. A tiled result equals the untiled one (tested to
+1e-5 before rounding); the untiled path is simply one tile.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def default_tile(device: torch.device, budget_bytes: int | None = None) -> int:
     return max(64, int(math.sqrt(budget_bytes / 1024)) // 8 * 8)
 
 
-def _rows(tables: tuple[np.ndarray, np.ndarray], lo: int, hi: int, device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Rows ``lo:hi`` of the resize tables, with indices relative to the first source row used."""
+def _rows(tables: tuple[np.ndarray, np.ndarray], lo: int, hi: int, device):
+    """Rows ``lo:hi`` of the resize tables, indices relative to the first source row they read."""
     w, idx = tables
     w, idx = w[lo:hi], idx[lo:hi]
     base = int(idx.min())
@@ -72,13 +73,42 @@ def _rows(tables: tuple[np.ndarray, np.ndarray], lo: int, hi: int, device) -> tu
     return torch.tensor(w, device=device), torch.tensor(idx - base, device=device), base, span
 
 
-def _bicubic_window(plane: torch.Tensor, th, tw, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
-    """Output window ``[r0:r1, c0:c1]`` of the bicubic upscale of a ``C x h x w`` float64 plane."""
-    wr, ir, br, nr = _rows(th, r0, r1, plane.device)
-    wc, ic, bc, nc = _rows(tw, c0, c1, plane.device)
-    src = plane[:, br : br + nr, bc : bc + nc]
-    rows = torch.einsum("op,copw->cow", wr, src[:, ir, :])  # C x (r1-r0) x nc
-    return torch.einsum("op,chop->cho", wc, rows[:, :, ic])  # C x (r1-r0) x (c1-c0)
+PlaneSource = Callable[[int, int, int, int], np.ndarray]  # (r0, r1, c0, c1) -> C x (r1-r0) x (c1-c0)
+
+
+def _tiles(
+    source: PlaneSource,
+    shape: tuple[int, int],
+    scale: float,
+    model: VDSR | None,
+    tile: int | None,
+    bf16: bool,
+):
+    """Yield ``(r0, r1, c0, c1, planes)``: each output tile as float64 planes on [0, 1].
+
+    ``source`` gives any window of the low-resolution planes (plane 0 is luma). Each tile reads
+    only the source window its bicubic taps need, for the tile plus a halo of ``model.depth``
+    pixels; VDSR runs on the luma of that window and the halo is cut away."""
+    h, w = shape
+    big_h, big_w = output_size(h, scale), output_size(w, scale)
+    th, tw = resize_tables(h, big_h, scale), resize_tables(w, big_w, scale)
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    tile = tile or max(big_h, big_w)
+    halo = model.depth if model is not None else 0
+    for r0 in range(0, big_h, tile):
+        for c0 in range(0, big_w, tile):
+            r1, c1 = min(r0 + tile, big_h), min(c0 + tile, big_w)
+            hr0, hr1, hc0, hc1 = max(0, r0 - halo), min(big_h, r1 + halo), max(0, c0 - halo), min(big_w, c1 + halo)
+            wr, ir, br, nr = _rows(th, hr0, hr1, "cpu")
+            wc, ic, bc, nc = _rows(tw, hc0, hc1, "cpu")
+            src = torch.from_numpy(np.ascontiguousarray(source(br, br + nr, bc, bc + nc), dtype=np.float64))
+            rows = torch.einsum("op,copw->cow", wr, src[:, ir, :])
+            win = torch.einsum("op,chop->cho", wc, rows[:, :, ic])  # C x (hr1-hr0) x (hc1-hc0): bicubic
+            if model is not None:
+                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    y = model(win[None, :1].to(device=device, dtype=torch.float32))[0]
+                win[:1] = y.double().cpu().clamp(0.0, 1.0)
+            yield r0, r1, c0, c1, win[:, r0 - hr0 : r1 - hr0, c0 - hc0 : c1 - hc0].numpy()
 
 
 def upscale_planes(
@@ -92,37 +122,22 @@ def upscale_planes(
     """Upscale ``C x h x w`` planes on [0, 1]: plane 0 is luma (VDSR), the others bicubic only.
 
     Args:
-        planes: float array; C = 1 (Y), 3 (Y, Cb, Cr) or 4 (Y, Cb, Cr, alpha).
-        scale: the factor (> 1); output size ``ceil(h * scale) x ceil(w * scale)``.
+        planes: float array; C = 1 (Y), 2 (Y, alpha), 3 (Y, Cb, Cr) or 4 (Y, Cb, Cr, alpha).
+        scale: the factor (>= 1); output size ``ceil(h * scale) x ceil(w * scale)``.
         model: VDSR (its device is used), or None for bicubic only.
-        tile: output tile side (None: whole image, one tile).
+        tile: output tile side (None: the whole image as one tile).
         bf16: run VDSR under bfloat16 autocast.
         progress: called with the output pixels of each finished tile.
 
     Returns:
-        float64 ``C x H x W`` (luma clamped to [0, 1]; the rest as bicubic left them).
+        float64 ``C x H x W`` (luma clamped to [0, 1] when VDSR ran; the rest as bicubic left them).
     """
     c, h, w = planes.shape
-    big_h, big_w = output_size(h, scale), output_size(w, scale)
-    th, tw = resize_tables(h, big_h, scale), resize_tables(w, big_w, scale)
-    device = next(model.parameters()).device if model is not None else torch.device("cpu")
-    src = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float64))
-    out = np.empty((c, big_h, big_w), dtype=np.float64)
-    tile = tile or max(big_h, big_w)
-    halo = model.depth if model is not None else 0
-    for r0 in range(0, big_h, tile):
-        for c0 in range(0, big_w, tile):
-            r1, c1 = min(r0 + tile, big_h), min(c0 + tile, big_w)
-            out[1:, r0:r1, c0:c1] = _bicubic_window(src[1:], th, tw, r0, r1, c0, c1).numpy() if c > 1 else 0
-            # luma with a halo for the network's receptive field, cut away afterwards
-            hr0, hr1, hc0, hc1 = max(0, r0 - halo), min(big_h, r1 + halo), max(0, c0 - halo), min(big_w, c1 + halo)
-            y = _bicubic_window(src[:1], th, tw, hr0, hr1, hc0, hc1)
-            if model is not None:
-                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    y = model(y[None].to(device=device, dtype=torch.float32))[0].double().cpu().clamp(0.0, 1.0)
-            out[0, r0:r1, c0:c1] = y[0, r0 - hr0 : r1 - hr0, c0 - hc0 : c1 - hc0].numpy()
-            if progress is not None:
-                progress((r1 - r0) * (c1 - c0))
+    out = np.empty((c, output_size(h, scale), output_size(w, scale)))
+    for r0, r1, c0, c1, t in _tiles(lambda a, b, x, y: planes[:, a:b, x:y], (h, w), scale, model, tile, bf16):
+        out[:, r0:r1, c0:c1] = t
+        if progress is not None:
+            progress((r1 - r0) * (c1 - c0))
     return out
 
 
@@ -144,9 +159,21 @@ def _from_planes(planes: np.ndarray, top: int, dtype, like: np.ndarray) -> np.nd
     """C x H x W planes on [0, 1] -> integers shaped like ``like`` (YCbCr back to RGB)."""
     x = planes
     if x.shape[0] >= 3:
-        x = np.concatenate([ycbcr_to_rgb(torch.from_numpy(x[:3])).numpy(), x[3:]])
+        x = np.concatenate([ycbcr_to_rgb(torch.from_numpy(np.ascontiguousarray(x[:3]))).numpy(), x[3:]])
     q = np.floor(np.clip(x, 0, 1) * top + 0.5).astype(dtype)
     return q[0] if like.ndim == 2 else np.ascontiguousarray(q.transpose(1, 2, 0))
+
+
+def _upscale_array(arr: np.ndarray, top: int, scale: float, model, tile, bf16, progress) -> np.ndarray:
+    """Integer ``H x W [x C]`` in, the same dtype and channels out; memory: input + output + a tile."""
+    h, w = arr.shape[:2]
+    out = np.empty((output_size(h, scale), output_size(w, scale)) + arr.shape[2:], dtype=arr.dtype)
+    source = lambda a, b, x, y: _to_planes(arr[a:b, x:y], top)  # noqa: E731 - YCbCr of a window only
+    for r0, r1, c0, c1, t in _tiles(source, (h, w), scale, model, tile, bf16):
+        out[r0:r1, c0:c1] = _from_planes(t, top, arr.dtype, arr)
+        if progress is not None:
+            progress((r1 - r0) * (c1 - c0))
+    return out
 
 
 def upscale(
@@ -179,17 +206,14 @@ def upscale(
             keep = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA"}.get(mode)
             target = keep or ("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
             arr, top, dtype = np.asarray(image.convert(target)), 255, np.uint8
-        out = upscale_planes(_to_planes(arr, top), scale, model, tile, bf16, progress)
-        res = _from_planes(out, top, dtype, arr)
-        return Image.fromarray(res)
+        return Image.fromarray(_upscale_array(arr.astype(dtype), top, scale, model, tile, bf16, progress))
     arr = np.asarray(image)
     if arr.dtype not in (np.uint8, np.uint16):
         raise InputError(f"upscale: expected a uint8 or uint16 array, got {arr.dtype}")
     top = 255 if arr.dtype == np.uint8 else 65535
     if arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4):
         raise InputError(f"upscale: expected 1 to 4 channels, got shape {arr.shape}")
-    out = upscale_planes(_to_planes(arr, top), scale, model, tile, bf16, progress)
-    return _from_planes(out, top, arr.dtype, arr)
+    return _upscale_array(arr, top, scale, model, tile, bf16, progress)
 
 
 def upscale_file(
