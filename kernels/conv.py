@@ -71,6 +71,33 @@ def _pixel_coords(pid, M, H, W, BLOCK_M: tl.constexpr):
     return offs_m, h_, w_, m_mask
 
 
+@triton.jit
+def _load_a(x_ptr, offs_m, h_, w_, m_mask, H, W, tap: tl.constexpr, k0: tl.constexpr, CIN: tl.constexpr, BLOCK_K: tl.constexpr):
+    """A ``[BLOCK_M, BLOCK_K]`` tile of the implicit GEMM's A: input channels ``k0..`` at tap
+    ``(kh, kw) = divmod(tap, 3)`` of every output pixel, zero outside the image (padding 1).
+    Returns the tile, its channel indices and their mask."""
+    dh: tl.constexpr = tap // 3 - 1
+    dw: tl.constexpr = tap % 3 - 1
+    hh = h_ + dh
+    ww = w_ + dw
+    valid = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+    ci = k0 + tl.arange(0, BLOCK_K)
+    k_mask = ci < CIN
+    src = (offs_m + dh * W + dw).to(tl.int64) * CIN
+    a = tl.load(x_ptr + src[:, None] + ci[None, :], mask=valid[:, None] & k_mask[None, :], other=0.0)
+    return a, ci, k_mask
+
+
+@triton.jit
+def _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT: tl.constexpr, RELU: tl.constexpr, ROUND_BF16: tl.constexpr):
+    """The fused epilogue: + bias (float32), ReLU, store the NHWC tile in the output's dtype."""
+    acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    out = out_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
+    tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
 @triton.autotune(configs=_configs(), key=["M_LOG2", "COUT"])
 @triton.jit
 def _conv_first_kernel(
@@ -91,11 +118,7 @@ def _conv_first_kernel(
         a = tl.load(x_ptr + (offs_m + dh * W + dw), mask=valid, other=0.0).to(tl.float32)
         wrow = tl.load(w_ptr + tap * COUT + offs_n, mask=n_mask, other=0.0).to(tl.float32)
         acc += a[:, None] * wrow[None, :]
-    acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-    out = out_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
-    tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, ROUND_BF16)
 
 
 @triton.autotune(configs=_configs(), key=["M_LOG2", "CIN", "COUT"])
@@ -109,19 +132,10 @@ def _conv_mid_kernel(
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
     offs_n = tl.arange(0, COUT_P)
     n_mask = offs_n < COUT
-    offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, COUT_P], dtype=tl.float32)
     for tap in tl.static_range(9):
-        dh: tl.constexpr = tap // 3 - 1
-        dw: tl.constexpr = tap % 3 - 1
-        hh = h_ + dh
-        ww = w_ + dw
-        valid = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-        src = (offs_m + dh * W + dw).to(tl.int64) * CIN
         for k0 in tl.static_range(0, CIN_P, BLOCK_K):
-            ci = k0 + offs_k
-            k_mask = ci < CIN
-            a = tl.load(x_ptr + src[:, None] + ci[None, :], mask=valid[:, None] & k_mask[None, :], other=0.0)
+            a, ci, k_mask = _load_a(x_ptr, offs_m, h_, w_, m_mask, H, W, tap, k0, CIN, BLOCK_K)
             b = tl.load(
                 w_ptr + (tap * CIN + ci)[:, None] * COUT + offs_n[None, :],
                 mask=k_mask[:, None] & n_mask[None, :],
@@ -131,11 +145,7 @@ def _conv_mid_kernel(
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-    out = out_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
-    tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, ROUND_BF16)
 
 
 @triton.autotune(configs=_configs(), key=["M_LOG2", "CIN"])
@@ -146,19 +156,10 @@ def _conv_last_kernel(
     ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
-    offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M], dtype=tl.float32)
     for tap in tl.static_range(9):
-        dh: tl.constexpr = tap // 3 - 1
-        dw: tl.constexpr = tap % 3 - 1
-        hh = h_ + dh
-        ww = w_ + dw
-        valid = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-        src = (offs_m + dh * W + dw).to(tl.int64) * CIN
         for k0 in tl.static_range(0, CIN_P, BLOCK_K):
-            ci = k0 + offs_k
-            k_mask = ci < CIN
-            a = tl.load(x_ptr + src[:, None] + ci[None, :], mask=valid[:, None] & k_mask[None, :], other=0.0)
+            a, ci, k_mask = _load_a(x_ptr, offs_m, h_, w_, m_mask, H, W, tap, k0, CIN, BLOCK_K)
             wv = tl.load(w_ptr + tap * CIN + ci, mask=k_mask, other=0.0)
             acc += tl.sum(a.to(tl.float32) * wv.to(tl.float32)[None, :], axis=1)
     acc += tl.load(b_ptr).to(tl.float32)

@@ -109,9 +109,13 @@ class _DaliStream:
         source = _BatchSource(store, sampler, start_epoch, synth)
         n_images = 2 if synth else 1
 
+        # fork is fast and shares the decoded images; a process that has initialised CUDA must not
+        # fork, so GPU runs (the workers only crop there) spawn and receive the store by pickle.
+        start = "fork" if synth else "spawn"
+
         @pipeline_def(
             batch_size=sampler.batch_size, num_threads=1, device_id=None, py_num_workers=workers,
-            py_start_method="fork", prefetch_queue_depth=max(2, workers),
+            py_start_method=start, prefetch_queue_depth=max(2, workers),
         )  # fmt: skip
         def patches_pipeline():
             outs = fn.external_source(
