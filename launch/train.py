@@ -315,7 +315,9 @@ def main(argv=None) -> int:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model = accelerator.unwrap_model(model)
+    # the plain module, without Accelerate's autocast wrapper: validation and the saved model run
+    # in float32, as `vdsr eval` does (the step below opens its own autocast context)
+    raw_model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
 
     # state, resume
     ckpts = Checkpoints(out, cfg.keep_checkpoints)
