@@ -134,7 +134,8 @@ def vdsr_method(model: torch.nn.Module, bf16: bool = False) -> Method:
     @torch.inference_mode()
     def run(bic: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(bic.to(device=device, dtype=torch.float32))
+            inp = bic.to(device=device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+            out = model(inp)
         return out.to(bic.dtype).clamp_(0.0, 1.0).to(bic.device)
 
     return run
