@@ -160,7 +160,9 @@ def lr_at(cfg: Config, step: int, steps_per_epoch: int) -> float:
 def clip_gradients(accelerator: Accelerator, model: torch.nn.Module, cfg: Config, lr: float) -> None:
     """The paper's adjustable clipping (each element to [-theta/lr, theta/lr]), or L2-norm clipping."""
     if cfg.clip == "adjustable":
-        accelerator.clip_grad_value_(model.parameters(), cfg.clip_theta / lr)
+        bound = cfg.clip_theta / lr
+        if bound < 1e30:  # past float32's range the clamp cannot bind (and would overflow)
+            accelerator.clip_grad_value_(model.parameters(), bound)
     elif cfg.clip == "norm":
         accelerator.clip_grad_norm_(model.parameters(), cfg.clip_theta)
 

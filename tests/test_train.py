@@ -77,6 +77,7 @@ def test_clipping_bounds_every_element():
     step = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before))
     assert step <= cfg.clip_theta * (1 + 1e-5)
     assert train.lr_at(train.Config(lr=0.1, lr_step_epochs=20, lr_gamma=0.1), 20 * 38, 38) == pytest.approx(0.01)
+    train.clip_gradients(Accelerator(cpu=True), model, cfg, 1e-42)  # a vanishing lr: no overflow, no clamp
 
 
 def test_loss_falls_and_outputs(tiny, tmp_path):
@@ -143,7 +144,7 @@ def test_sigterm_checkpoints_then_exits(tiny, tmp_path):
     out = tmp_path / "term"
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "launch" / "train.py"), "--config", str(tiny), "--output-dir", str(out),
-         "--set", "epochs=1000", "checkpoint_every=100000"],
+         "--set", "epochs=1000", "lr_step_epochs=1000", "checkpoint_every=100000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.time() + 120
