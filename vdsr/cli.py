@@ -115,6 +115,7 @@ def _upscale_jobs(inputs: list[str], out: str) -> tuple[list[tuple[Path, Path]],
 def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .resize import output_size
     from .upscale import default_tile, upscale_file
 
     if not args.scale >= 1:
@@ -133,7 +134,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     for src, _ in jobs:
         try:
             with Image.open(src) as im:
-                total += int(im.size[0] * args.scale + 0.999) * int(im.size[1] * args.scale + 0.999)
+                total += output_size(im.size[0], args.scale) * output_size(im.size[1], args.scale)
         except Exception:  # noqa: BLE001 - reported when the file is processed
             pass
     failed = []

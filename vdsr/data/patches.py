@@ -61,8 +61,8 @@ def crop_size(scales: Sequence[int], patch: int = PATCH) -> int:
     return lcm * math.ceil(need / lcm)
 
 
-def crop_origin(pos: int, scale: int) -> int:
-    """Top (or left) of the aligned crop holding a patch at ``pos``: on the scale grid."""
+def crop_origin(pos, scale):
+    """Top (or left) of the aligned crop holding a patch at ``pos``: on the scale grid (ints or arrays)."""
     return (pos // scale) * scale - margin(scale)
 
 
@@ -95,7 +95,7 @@ class Draws:
     def crop_boxes(self, crop: int):
         """Crop origins ``(cy, cx)`` and the patch offsets inside the augmented crop."""
         s = self.scale
-        cy, cx = (self.y // s) * s - 4 * s, (self.x // s) * s - 4 * s
+        cy, cx = crop_origin(self.y, s), crop_origin(self.x, s)
         oy, ox = augmented_offset(self.y - cy, self.x - cx, self.flip_h, self.flip_v, self.transpose, crop)
         return cy, cx, oy, ox
 
