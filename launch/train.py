@@ -52,7 +52,7 @@ from vdsr.checkpoint import save_weights  # noqa: E402
 from vdsr.data import PatchSampler, crop_size, load_store, make_loader  # noqa: E402
 from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
 from vdsr.errors import InputError  # noqa: E402
-from vdsr.evaluate import Dataset, evaluate, open_dataset, vdsr_method  # noqa: E402
+from vdsr.evaluate import Dataset, check_scales, evaluate, open_dataset, vdsr_method  # noqa: E402
 from vdsr.model import VDSR  # noqa: E402
 
 log = logging.getLogger("vdsr.train")
@@ -87,13 +87,42 @@ class Config:
     loader: str = "auto"  # or "dali" / "torch"
     loader_workers: int = 2
     log_every: int = 10
-    val_every: int = 500
+    val_every: int = 500  # 0: only at the end
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     seed: int = 0
     output_dir: str = "runs/demo"
     inject_nan_at: int | None = None  # testing: make the loss NaN at this step
     debug_ranks: bool = False  # testing: each rank writes rank<r>.json (parameter and patch digests)
+
+    def __post_init__(self):
+        """Types and ranges, so a typo fails at start-up with one line and not mid-run."""
+        choices = {"sampling": ("random", "fixed"), "clip": ("adjustable", "norm", "none"),
+                   "backend": ("torch", "triton"), "loader": ("auto", "dali", "torch")}  # fmt: skip
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise InputError(f"config: {key} = {getattr(self, key)!r}; expected one of {', '.join(allowed)}")
+        minimum = {"depth": 3, "channels": 1, "batch_size": 1, "patches_per_epoch": 1, "epochs": 1,
+                   "lr_step_epochs": 1, "loader_workers": 0, "log_every": 1, "val_every": 0,
+                   "checkpoint_every": 1, "keep_checkpoints": 1, "seed": 0, "max_steps": 1,
+                   "fixed_count": 1, "inject_nan_at": 1}  # fmt: skip
+        for key, low in minimum.items():
+            v = getattr(self, key)
+            if v is None and key in ("max_steps", "fixed_count", "inject_nan_at"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise InputError(f"config: {key} = {v!r}; expected an integer >= {low}")
+        for key in ("lr", "lr_gamma", "momentum", "weight_decay", "clip_theta"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise InputError(f"config: {key} = {v!r}; expected a number >= 0")
+        for key in ("rotate", "bf16", "channels_last", "debug_ranks"):
+            if not isinstance(getattr(self, key), bool):
+                raise InputError(f"config: {key} = {getattr(self, key)!r}; expected true or false")
+        for key in ("data", "val_data"):
+            if isinstance(getattr(self, key), str):
+                setattr(self, key, [getattr(self, key)])
+        self.scales = check_scales([self.scales] if isinstance(self.scales, int) else self.scales)
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -212,11 +241,10 @@ class Checkpoints:
         self.root, self.keep = root / "checkpoints", keep
 
     def latest(self) -> Path | None:
-        pointer = self.root / "latest"
-        if not pointer.is_file():
-            return None
-        path = self.root / pointer.read_text().strip()
-        return path if (path / "train_state.json").is_file() else None
+        """The newest whole checkpoint. A folder gets its ``step-*`` name only when complete, so
+        this holds after a kill at any moment (even before ``latest``, kept for people, is updated)."""
+        whole = sorted(p for p in self.root.glob("step-*") if (p / "train_state.json").is_file())
+        return whole[-1] if whole else None
 
     def save(self, accelerator: Accelerator, state: dict) -> Path:
         name = f"step-{state['step']:07d}"
@@ -324,6 +352,11 @@ def main(argv=None) -> int:
     # state, resume
     ckpts = Checkpoints(out, cfg.keep_checkpoints)
     state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}}}
+    if not args.resume and ckpts.latest() is not None:
+        raise InputError(
+            f"--output-dir {out}: already holds a run (checkpoint {ckpts.latest().name}); "
+            "--resume continues it, or pick another --output-dir"
+        )
     if args.resume:
         path = ckpts.latest() if args.resume == "latest" else Path(args.resume)
         if path is not None and not (path / "train_state.json").is_file():
@@ -399,7 +432,7 @@ def main(argv=None) -> int:
                 state["history"]["loss"].append((step, mean))
                 accelerator.log({"loss": mean, "lr": lr, "patches_per_s": rate}, step=step)
                 bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.0e}", patches_s=f"{rate:.0f}")
-            if val_sets and (step % cfg.val_every == 0 or step == total_steps):
+            if val_sets and ((cfg.val_every and step % cfg.val_every == 0) or step == total_steps):
                 psnr = validate(raw_model, val_sets, cfg.scales, device)
                 for name, by in psnr.items():
                     for s, v in by.items():

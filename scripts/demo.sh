@@ -7,6 +7,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+if [ -e runs/demo ]; then  # train.py never overwrites a run: keep the previous demo beside it
+    prev="runs/demo.$(date +%Y%m%d-%H%M%S)"
+    mv runs/demo "$prev" && echo "demo.sh: the previous demo run is now in $prev"
+fi
 .venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no \
     launch/train.py --config demo "$@"
 .venv/bin/python - <<'PY'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,9 +83,13 @@ def test_clipping_bounds_every_element():
 
 def test_loss_falls_and_outputs(tiny, tmp_path):
     out = tmp_path / "run"
-    code = run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "30", "--set", "patches_per_epoch=512", "checkpoint_every=100"])
+    code = run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "30", "--val-data", "demo-val",
+                     "--set", "patches_per_epoch=512", "checkpoint_every=100", "val_every=0"])  # fmt: skip
     assert code == 0
-    losses = [v for _, v in json.loads((out / "history.json").read_text())["loss"]]
+    history = json.loads((out / "history.json").read_text())
+    (val,) = history["val"].values()  # val_every 0: validated once, at the end
+    assert {s: [step for step, _ in v] for s, v in val.items()} == {"2": [30], "3": [30], "4": [30]}
+    losses = [v for _, v in history["loss"]]
     assert len(losses) == 15
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
     summary = json.loads((out / "summary.json").read_text())
@@ -138,6 +143,17 @@ def test_bad_config_is_a_clear_error(tmp_path):
     bad.write_text("lr: 0.1\nlearning_rate: 3\n")
     with pytest.raises(train.InputError, match="unknown keys"):
         run_main(["--config", str(bad)])
+    for item, message in [
+        ("val_every=-1", "val_every = -1; expected an integer >= 0"),
+        ("batch_size=0", "batch_size = 0; expected an integer >= 1"),
+        ("epochs=ten", "epochs = 'ten'; expected an integer"),
+        ("clip=max", "clip = 'max'; expected one of adjustable, norm, none"),
+        ("lr=-0.1", "lr = -0.1; expected a number >= 0"),
+        ("bf16=maybe", "bf16 = 'maybe'; expected true or false"),
+        ("scales=[2,1]", "scale 1 is not supported"),
+    ]:
+        with pytest.raises(train.InputError, match=re.escape(message)):
+            run_main(["--config", "demo", "--set", item])
 
 
 def test_sigterm_checkpoints_then_exits(tiny, tmp_path):
@@ -157,6 +173,34 @@ def test_sigterm_checkpoints_then_exits(tiny, tmp_path):
     latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
     step = json.loads((latest / "train_state.json").read_text())["step"]
     assert step >= 1 and "SIGTERM" in output
+
+
+def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(tiny, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "launch" / "train.py"), "--config", str(tiny), "--output-dir", str(out),
+         "--set", "epochs=1000", "lr_step_epochs=1000", "checkpoint_every=2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while len(list((out / "checkpoints").glob("step-*"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: no handler runs, possibly in the middle of writing a checkpoint
+    proc.wait(timeout=60)
+    ckpts = train.Checkpoints(out, keep=2)
+    last = ckpts.latest()
+    assert last is not None, list((out / "checkpoints").iterdir())
+    step = json.loads((last / "train_state.json").read_text())["step"]
+    # a torn write (the temporary folder) and a pointer to a removed folder never hide a whole checkpoint
+    (out / "checkpoints" / ".tmp-step-9999999").mkdir(exist_ok=True)
+    (out / "checkpoints" / "latest").write_text("step-9999998\n")
+    assert ckpts.latest() == last
+    with pytest.raises(train.InputError, match="already holds a run"):  # a fresh run never overwrites it
+        run_main(["--config", str(tiny), "--output-dir", str(out)])
+    assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", str(step + 2), "--resume",
+                     "--set", "epochs=1000", "lr_step_epochs=1000", "checkpoint_every=2"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == step + 2 and summary["patches_seen"] == (step + 2) * 8
 
 
 def test_two_cpu_ranks_ddp(tiny, tmp_path):
