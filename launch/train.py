@@ -17,8 +17,8 @@ is the local mean and the gradients are averaged over the ranks: the global batc
 ``batch_size`` split evenly over them.
 
 Outputs (``--output-dir``): ``checkpoints/step-*/`` (``accelerator.save_state``, written to a
-temporary folder and renamed, so a crash never leaves a torn checkpoint; ``latest`` names the
-newest), TensorBoard logs, and at the end ``model.safetensors``, ``config.json``,
+temporary folder and renamed, so a crash never leaves a torn checkpoint; ``--resume`` takes the
+newest whole one, and a fresh run refuses a folder that holds one), TensorBoard logs, and at the end ``model.safetensors``, ``config.json``,
 ``summary.json``, ``history.json`` and ``curves.png``.
 """
 
@@ -319,6 +319,12 @@ def main(argv=None) -> int:
     if cfg.batch_size % world:
         raise SystemExit(f"train.py: batch_size {cfg.batch_size} does not split over {world} ranks")
     set_seed(cfg.seed)  # the same initial weights on every rank
+    ckpts = Checkpoints(out, cfg.keep_checkpoints)
+    if not args.resume and ckpts.latest() is not None:
+        raise InputError(
+            f"--output-dir {out}: already holds a run (checkpoint {ckpts.latest().name}); "
+            "--resume continues it, or pick another --output-dir"
+        )
 
     # data: every image decoded once; this rank's shard of the draws
     store = load_store(resolve_folders(cfg.data, DEMO_TRAIN), crop_size(cfg.scales))
@@ -350,13 +356,7 @@ def main(argv=None) -> int:
     raw_model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
 
     # state, resume
-    ckpts = Checkpoints(out, cfg.keep_checkpoints)
     state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}}}
-    if not args.resume and ckpts.latest() is not None:
-        raise InputError(
-            f"--output-dir {out}: already holds a run (checkpoint {ckpts.latest().name}); "
-            "--resume continues it, or pick another --output-dir"
-        )
     if args.resume:
         path = ckpts.latest() if args.resume == "latest" else Path(args.resume)
         if path is not None and not (path / "train_state.json").is_file():
