@@ -47,3 +47,34 @@ def test_bench_data_runs_both_loaders(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["loader"] for r in rows] == ["dali", "torch"]
     assert all(r["patches_per_s"] > 0 and r["device"] == "cpu" and r["batches"] == 3 for r in rows)
+
+
+def test_bench_precision_trains_both_precisions(tmp_path):
+    import torch
+    import yaml
+    from safetensors.torch import load_file
+
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(yaml.safe_dump({
+        "data": ["demo"], "scales": [2, 3], "depth": 4, "channels": 8, "batch_size": 8, "sampling": "random",
+        "patches_per_epoch": 32, "lr": 0.1, "clip_theta": 1e-4, "loader": "torch", "log_every": 2,
+    }))  # fmt: skip
+    out = tmp_path / "precision.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench_precision.py"), "--config", str(tiny), "--epochs", "2",
+         "--lr-step-epochs", "1", "--seeds", "0", "--val-data", "demo-val", "--runs", str(tmp_path / "runs"),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["recipe"]["steps"] == 8 and data["seeds"] == [0]
+    assert [(c["dataset"], c["scale"]) for c in data["cells"]] == [("demo-val", 2), ("demo-val", 3)]
+    for c in data["cells"]:
+        assert len(c["bf16"]) == len(c["fp32"]) == 1
+        assert c["bf16_minus_fp32_mean"] == round(c["bf16"][0] - c["fp32"][0], 4)
+    configs = [json.loads((tmp_path / "runs" / f"{p}-seed0" / "config.json").read_text()) for p in ("bf16", "fp32")]
+    assert [c["bf16"] for c in configs] == [True, False] and configs[0]["seed"] == configs[1]["seed"] == 0
+    a, b = (load_file(str(tmp_path / "runs" / f"{p}-seed0" / "model.safetensors")) for p in ("bf16", "fp32"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two real runs: the precision changed the weights
+    assert "bf16 vs float32 training" in proc.stdout
