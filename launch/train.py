@@ -240,10 +240,14 @@ class Checkpoints:
     def __init__(self, root: Path, keep: int):
         self.root, self.keep = root / "checkpoints", keep
 
+    def whole(self) -> list[Path]:
+        """The complete checkpoints, oldest first. A folder gets its ``step-*`` name only when
+        complete, so this holds after a kill at any moment (even before ``latest`` is updated)."""
+        return sorted(p for p in self.root.glob("step-*") if (p / "train_state.json").is_file())
+
     def latest(self) -> Path | None:
-        """The newest whole checkpoint. A folder gets its ``step-*`` name only when complete, so
-        this holds after a kill at any moment (even before ``latest``, kept for people, is updated)."""
-        whole = sorted(p for p in self.root.glob("step-*") if (p / "train_state.json").is_file())
+        """The newest whole checkpoint (``latest``, the file, names it for people)."""
+        whole = self.whole()
         return whole[-1] if whole else None
 
     def save(self, accelerator: Accelerator, state: dict) -> Path:
@@ -260,8 +264,7 @@ class Checkpoints:
             os.replace(tmp, final)  # the checkpoint appears whole or not at all
             with atomic_path(self.root / "latest") as t:
                 t.write_text(name + "\n")
-            old = sorted(p for p in self.root.glob("step-*") if p.is_dir())[: -self.keep]
-            for p in old:
+            for p in self.whole()[: -self.keep]:
                 shutil.rmtree(p, ignore_errors=True)
         accelerator.wait_for_everyone()
         return final
@@ -280,8 +283,8 @@ def plot_curves(history: dict, bicubic: dict, path: Path) -> None:
         ax1.plot(steps, losses, lw=1)
         ax1.set_yscale("log")
     ax1.set(xlabel="step", ylabel="loss (1/2 SSE per patch)", title="training loss")
-    for i, (name, by_scale) in enumerate(sorted(history["val"].items())):
-        for j, (s, points) in enumerate(sorted(by_scale.items())):
+    for name, by_scale in sorted(history["val"].items()):
+        for s, points in sorted(by_scale.items()):
             xs, ys = zip(*points)
             line = ax2.plot(xs, ys, marker="o", ms=3, label=f"{name} x{s}")[0]
             if name in bicubic and s in bicubic[name]:
@@ -296,11 +299,16 @@ def plot_curves(history: dict, bicubic: dict, path: Path) -> None:
 
 
 def validate(model, datasets, scales, device) -> dict:
-    """PSNR per dataset and scale with the evaluation code of `vdsr eval` (float32 forward)."""
+    """{dataset: {scale: {psnr, ssim, images}}} with the evaluation code of `vdsr eval` (float32 forward)."""
     model.eval()
     report = evaluate(datasets, scales, vdsr_method(model), "vdsr", device, progress=False)
     model.train()
-    return {name: {s: r["psnr"] for s, r in by.items()} for name, by in report.summary().items()}
+    return report.summary()
+
+
+def metric(summary: dict, key: str) -> dict:
+    """{dataset: {scale: value}} of one metric ("psnr" or "ssim") from an evaluation summary."""
+    return {name: {s: r[key] for s, r in by.items()} for name, by in summary.items()}
 
 
 # ----------------------------------------------------------------------------- training
@@ -320,9 +328,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"train.py: batch_size {cfg.batch_size} does not split over {world} ranks")
     set_seed(cfg.seed)  # the same initial weights on every rank
     ckpts = Checkpoints(out, cfg.keep_checkpoints)
-    if not args.resume and ckpts.latest() is not None:
+    if not args.resume and (used := ckpts.latest()) is not None:
         raise InputError(
-            f"--output-dir {out}: already holds a run (checkpoint {ckpts.latest().name}); "
+            f"--output-dir {out}: already holds a run (checkpoint {used.name}); "
             "--resume continues it, or pick another --output-dir"
         )
 
@@ -377,14 +385,14 @@ def main(argv=None) -> int:
 
     bicubic = {}
     if accelerator.is_main_process and val_sets:
-        b = evaluate(val_sets, cfg.scales, None, "bicubic", "cpu", progress=False).summary()
-        bicubic = {name: {s: r["psnr"] for s, r in by.items()} for name, by in b.items()}
+        bicubic = metric(evaluate(val_sets, cfg.scales, None, "bicubic", "cpu", progress=False).summary(), "psnr")
         log.info("bicubic on validation: %s", bicubic)
 
     step = state["step"]
     bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_main_process, unit="step", dynamic_ncols=True)
     window, t_last, t0 = [], time.perf_counter(), time.perf_counter() - state["seconds"]
     patch_digest = hashlib.sha256()
+    last_val = (None, {})  # (step, summary) of the latest validation: the final one is not run twice
     model.train()
     exit_code = 0
     while step < total_steps:
@@ -433,7 +441,8 @@ def main(argv=None) -> int:
                 accelerator.log({"loss": mean, "lr": lr, "patches_per_s": rate}, step=step)
                 bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.0e}", patches_s=f"{rate:.0f}")
             if val_sets and ((cfg.val_every and step % cfg.val_every == 0) or step == total_steps):
-                psnr = validate(raw_model, val_sets, cfg.scales, device)
+                last_val = (step, validate(raw_model, val_sets, cfg.scales, device))
+                psnr = metric(last_val[1], "psnr")
                 for name, by in psnr.items():
                     for s, v in by.items():
                         state["history"]["val"].setdefault(name, {}).setdefault(s, []).append((step, v))
@@ -466,18 +475,17 @@ def main(argv=None) -> int:
             out / "model.safetensors", raw_model,
             {"scales": ",".join(map(str, cfg.scales)), "steps": str(step), "recipe": Path(args.config).stem},
         )  # fmt: skip
-        final = {}
-        if val_sets:
-            report = evaluate(val_sets, cfg.scales, vdsr_method(raw_model.eval()), "vdsr", device, progress=False)
-            final = report.summary()
+        final = last_val[1] if last_val[0] == step else {}
+        if val_sets and not final:  # e.g. resumed from the last step
+            final = validate(raw_model, val_sets, cfg.scales, device)
         summary = {
             "world_size": world,
             "steps": step,
             "patches_seen": state["patches_seen"],
             "seconds": round(seconds, 1),
             "patches_per_s": round(state["patches_seen"] / seconds, 1) if seconds > 0 else None,
-            "final_psnr": {n: {s: r["psnr"] for s, r in by.items()} for n, by in final.items()},
-            "final_ssim": {n: {s: r["ssim"] for s, r in by.items()} for n, by in final.items()},
+            "final_psnr": metric(final, "psnr"),
+            "final_ssim": metric(final, "ssim"),
             "bicubic_psnr": bicubic,
         }
         write_json(out / "summary.json", summary)

@@ -95,6 +95,8 @@ def test_loss_falls_and_outputs(tiny, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 1 and summary["steps"] == 30 and summary["patches_seen"] == 240
     assert summary["patches_per_s"] > 0
+    assert summary["final_psnr"] == {"demo-val": {s: v[-1][1] for s, v in val.items()}}  # the last validation
+    assert set(summary["final_ssim"]["demo-val"]) == {"2", "3", "4"}
     for name in ("model.safetensors", "config.json", "curves.png"):
         assert (out / name).is_file()
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000030"
