@@ -6,20 +6,41 @@ and each K step loads ``BLOCK_K`` contiguous input channels of one tap. Accumula
 
 Three kernels, one per VDSR layer kind:
 
-* ``first``: Cin = 1 (K = 9). Nine rank-1 updates (tap value x weight row): no K padding.
-  It reads the network input in its own dtype (float32 in training), so a bf16 stack never
-  rounds the input.
-* ``mid``:   Cin, Cout >= 16 (VDSR: 64 -> 64). Nine ``tl.dot`` per K block, fused bias + ReLU.
+* ``first``: Cin = 1 (K = 9). Nine rank-1 updates (tap value x weight row) in float32 FMAs: no
+  K padding, no tensor cores needed. It reads the network input in its own dtype (float32 in
+  training), so a bf16 stack never rounds the input.
+* ``mid``:   Cin, Cout >= 16 (VDSR: 64 -> 64). A software-pipelined K loop of ``tl.dot`` (see
+  :func:`_conv_mid_kernel`), fused bias + ReLU.
 * ``last``:  Cout = 1. A dot product per pixel; fused bias and the residual add
   ``out = x + conv(h)`` in float32, written as ``N x 1 x H x W`` (the same bytes as NHWC with
   C = 1) in the dtype of ``x``: a bf16 stack still returns a float32 image, as eager autocast
   does (``x + r`` rounded to bf16 would be as coarse as 8-bit pixels).
 
-Dtypes: float32 (``precision="ieee"``, or ``"tf32"`` when asked), bfloat16, float16: the
-weights' dtype is the compute dtype, and the hidden activations are stored in it. Under ``TRITON_INTERPRET=1`` (CPU) one large tile is used so the
-interpreter stays fast, bf16/fp16 dot operands are upcast (the interpreter's bf16 ``tl.dot`` is
-wrong in triton 3.7) and float32 -> bf16 stores are rounded to nearest even by hand (the
-interpreter truncates; a GPU rounds), so every dtype is still parity-tested on the CPU.
+Dtypes: bfloat16, float16 and float32; the weights' dtype is the compute dtype, and the hidden
+activations are stored in it. Float32 ``precision`` (the ``mid`` kernel's dot; the other two
+kernels are plain float32 FMAs):
+
+* ``"tf32"``: one TF32 tensor-core dot (10-bit mantissa operands, float32 accumulation), what
+  cuDNN does when ``torch.backends.cudnn.allow_tf32`` is on.
+* ``"tf32x3"``: float32 accuracy on tensor cores. Each operand is split into a TF32 high part
+  (rounded to nearest) and the TF32 residual; three dots ``lo*hi + hi*lo + hi*hi`` give the
+  product to about 2^-21 relative (measured parity: :data:`PARITY_TOLERANCE`).
+* ``"ieee"``: float32 accuracy, whatever it costs where it runs: an exact float32 dot in the
+  interpreter (cheap there), ``"tf32x3"`` when compiled. A compiled IEEE ``tl.dot`` is scalar
+  FMAs on Hopper (36,864 per thread at BLOCK_M = 128, minutes of compile, register spills), so
+  it is never compiled.
+
+:func:`default_precision` picks what torch's ``float32_matmul_precision`` asks for.
+
+Under ``TRITON_INTERPRET=1`` (CPU) one large tile is used so the interpreter stays fast, and
+what the GPU does differently from numpy is emulated, so every dtype is parity-tested on the CPU
+with the tolerance the GPU needs: bf16/fp16 dot operands are upcast (the interpreter's bf16
+``tl.dot`` is wrong in triton 3.7), TF32 operands are truncated to TF32 before the dot (the
+interpreter ignores ``input_precision``; the tensor core reads the top 19 bits), and float32 ->
+bf16 stores are rounded to nearest even by hand (the interpreter truncates; a GPU rounds).
+
+:func:`compile_specs` lists every (kernel, dtype, precision, config) this module launches on a
+GPU, for ``launch/compile_kernels.py``, which compiles them ahead of time on the CPU.
 
 The plain PyTorch twin is :func:`conv3x3_reference`.
 """
@@ -33,21 +54,94 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRET", "pack_weight", "conv3x3", "conv3x3_reference"]
+__all__ = [
+    "INTERPRET",
+    "PRECISIONS",
+    "PARITY_TOLERANCE",
+    "pack_weight",
+    "conv3x3",
+    "conv3x3_reference",
+    "default_precision",
+    "compile_specs",
+]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+PRECISIONS = ("ieee", "tf32", "tf32x3")
+
+# (dtype, precision) -> max relative error (max |got - ref| / max |ref|) against float64 that the
+# parity tests allow for one layer; measured in the interpreter with the GPU's rounding emulated
+# (tests/test_parity_conv.py prints the measured values with -s).
+PARITY_TOLERANCE = {
+    (torch.float32, "ieee"): 1e-5,
+    (torch.float32, "tf32x3"): 1e-5,
+    (torch.float32, "tf32"): 5e-3,
+    (torch.bfloat16, "ieee"): 2e-2,
+    (torch.float16, "ieee"): 2e-2,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Autotune configs (Hopper, sm_90). Each list is checked by launch/compile_kernels.py: it
+# compiles, fits shared memory and does not spill, and no two entries give the same kernel.
+# ---------------------------------------------------------------------------------------------
+_INTERPRET_CONFIG = triton.Config({"BLOCK_M": 128, "BLOCK_K": 64}, num_warps=4, num_stages=1)
 
 
-def _configs(block_ms=(64, 128, 256), warps=(4, 8), stages=(3, 4)):
-    """Hopper tiles to autotune over; a single large tile in the interpreter.
+def _cfg(block_m: int, block_k: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_K": block_k}, num_warps=warps, num_stages=stages)
 
-    Tuning is keyed on the channel counts and ``M_LOG2`` (the pixel count's power of two), so a
-    new image size re-uses the tuning of a similar one instead of re-tuning."""
+
+def mid_configs(dtype: torch.dtype, precision: str) -> list[triton.Config]:
+    """The tiles the ``mid`` kernel's autotuner tries for this dtype and float32 precision.
+
+    ``BLOCK_K`` is the channels per K step (of 9 x Cin); ``num_stages`` the depth of the
+    software pipeline over K steps (shared-memory buffers in flight)."""
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 128}, num_warps=4)]
-    return [triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s) for m in block_ms for w in warps for s in stages]
+        return [_INTERPRET_CONFIG]
+    if dtype != torch.float32:  # bf16 / fp16: 2-byte tiles
+        return [_cfg(128, 64, 4, 3), _cfg(128, 64, 4, 4), _cfg(128, 64, 8, 3), _cfg(256, 64, 8, 3), _cfg(64, 64, 4, 4)]
+    if precision == "tf32":
+        return [_cfg(128, 32, 4, 3), _cfg(128, 32, 4, 4), _cfg(128, 64, 4, 3), _cfg(128, 32, 8, 3), _cfg(64, 32, 4, 4)]
+    return [_cfg(128, 32, 4, 3), _cfg(128, 32, 8, 3), _cfg(64, 32, 4, 3), _cfg(64, 32, 4, 4)]  # tf32x3
 
 
+def first_configs() -> list[triton.Config]:
+    """Tiles of the ``first`` kernel (float32 FMAs; no K loop to pipeline)."""
+    if INTERPRET:
+        return [_INTERPRET_CONFIG]
+    return [_cfg(m, 16, w, 1) for m, w in ((64, 4), (128, 4), (128, 8))]
+
+
+def last_configs() -> list[triton.Config]:
+    """Tiles of the ``last`` kernel (Cout = 1: a float32 dot product per pixel)."""
+    if INTERPRET:
+        return [_INTERPRET_CONFIG]
+    return [_cfg(64, 64, 4, 3), _cfg(128, 64, 4, 3), _cfg(128, 32, 4, 4)]
+
+
+def _same_config(a: triton.Config, b: triton.Config) -> bool:
+    return (a.kwargs, a.num_warps, a.num_stages) == (b.kwargs, b.num_warps, b.num_stages)
+
+
+def _union(*lists: list[triton.Config]) -> list[triton.Config]:
+    out: list[triton.Config] = []
+    for c in (c for lst in lists for c in lst):
+        if not any(_same_config(c, o) for o in out):
+            out.append(c)
+    return out
+
+
+def _prune_mid(configs, named_args, **kwargs):
+    """Autotune only the tiles listed for this call's dtype and precision."""
+    want = mid_configs(named_args["w_ptr"].dtype, kwargs.get("PRECISION", named_args.get("PRECISION")))
+    return [c for c in configs if any(_same_config(c, w) for w in want)]
+
+
+_MID_ALL = _union(*(mid_configs(dt, p) for dt, p in PARITY_TOLERANCE))
+
+
+# ---------------------------------------------------------------------------------------------
+# Device helpers
+# ---------------------------------------------------------------------------------------------
 @triton.jit
 def _rne_bf16(x, ROUND_BF16: tl.constexpr):
     """Float32 rounded to the nearest bf16 value (ties to even), still as float32, when asked.
@@ -62,6 +156,40 @@ def _rne_bf16(x, ROUND_BF16: tl.constexpr):
 
 
 @triton.jit
+def _tf32_round(x):
+    """Float32 -> the nearest TF32 value (10-bit mantissa; ties away from zero, as cvt.rna)."""
+    bits = x.to(tl.uint32, bitcast=True)
+    return ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _tf32_trunc(x, EMULATE: tl.constexpr):
+    """What the tensor core reads of a float32 operand in a TF32 dot (its top 19 bits); only
+    applied (EMULATE) in the interpreter, whose dot is exact float32."""
+    if EMULATE:
+        x = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return x
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr, EMULATE: tl.constexpr):
+    """``acc + a @ b`` in the given float32 precision (bf16/fp16 operands: PRECISION "ieee")."""
+    if PRECISION == "tf32x3":
+        a_hi = _tf32_round(a)
+        b_hi = _tf32_round(b)
+        a_lo = _tf32_trunc(a - a_hi, EMULATE)
+        b_lo = _tf32_trunc(b - b_hi, EMULATE)
+        acc = tl.dot(a_lo, b_hi, acc, input_precision="tf32")
+        acc = tl.dot(a_hi, b_lo, acc, input_precision="tf32")
+        acc = tl.dot(a_hi, b_hi, acc, input_precision="tf32")
+    elif PRECISION == "tf32":
+        acc = tl.dot(_tf32_trunc(a, EMULATE), _tf32_trunc(b, EMULATE), acc, input_precision="tf32")
+    else:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    return acc
+
+
+@triton.jit
 def _pixel_coords(pid, M, H, W, BLOCK_M: tl.constexpr):
     """Flat output pixel indices of this tile, their (h, w), and the in-range mask."""
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -72,19 +200,30 @@ def _pixel_coords(pid, M, H, W, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _load_a(x_ptr, offs_m, h_, w_, m_mask, H, W, tap: tl.constexpr, k0: tl.constexpr, CIN: tl.constexpr, BLOCK_K: tl.constexpr):
-    """A ``[BLOCK_M, BLOCK_K]`` tile of the implicit GEMM's A: input channels ``k0..`` at tap
-    ``(kh, kw) = divmod(tap, 3)`` of every output pixel, zero outside the image (padding 1).
-    Returns the tile, its channel indices and their mask."""
-    dh: tl.constexpr = tap // 3 - 1
-    dw: tl.constexpr = tap % 3 - 1
+def _tap_source(offs_m, h_, w_, m_mask, H, W, tap):
+    """For tap ``(kh, kw) = divmod(tap, 3)``: the flat input pixel each output pixel reads, and
+    whether it lies inside the image (zero padding 1 outside). ``tap`` may be a constexpr or a
+    loop variable."""
+    dh = tap // 3 - 1
+    dw = tap % 3 - 1
     hh = h_ + dh
     ww = w_ + dw
     valid = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+    return offs_m + dh * W + dw, valid
+
+
+@triton.jit
+def _load_a(x_ptr, src, valid, k0, CIN: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+    """A ``[BLOCK_M, BLOCK_K]`` tile of the implicit GEMM's A: input channels ``k0..`` of the
+    pixels ``src`` (zero where not ``valid``). Returns the tile, its channel indices and mask."""
     ci = k0 + tl.arange(0, BLOCK_K)
-    k_mask = ci < CIN
-    src = (offs_m + dh * W + dw).to(tl.int64) * CIN
-    a = tl.load(x_ptr + src[:, None] + ci[None, :], mask=valid[:, None] & k_mask[None, :], other=0.0)
+    ptrs = x_ptr + src.to(tl.int64)[:, None] * CIN + ci[None, :]
+    if EVEN_K:  # Cin is a multiple of BLOCK_K: no channel mask (keeps the loads vectorised)
+        k_mask = ci < CIN + BLOCK_K
+        a = tl.load(ptrs, mask=valid[:, None], other=0.0)
+    else:
+        k_mask = ci < CIN
+        a = tl.load(ptrs, mask=valid[:, None] & k_mask[None, :], other=0.0)
     return a, ci, k_mask
 
 
@@ -98,74 +237,112 @@ def _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT: 
     tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-@triton.autotune(configs=_configs(), key=["M_LOG2", "COUT"])
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+@triton.autotune(configs=first_configs(), key=["M_LOG2", "COUT"])
 @triton.jit
 def _conv_first_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, M_LOG2,
     COUT: tl.constexpr, COUT_P: tl.constexpr, RELU: tl.constexpr, ROUND_BF16: tl.constexpr,
-    BLOCK_M: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    """Cin = 1: nine rank-1 updates, unrolled (``BLOCK_K`` is unused: the configs share a shape)."""
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
     offs_n = tl.arange(0, COUT_P)
     n_mask = offs_n < COUT
     acc = tl.zeros([BLOCK_M, COUT_P], dtype=tl.float32)
     for tap in tl.static_range(9):
-        dh: tl.constexpr = tap // 3 - 1
-        dw: tl.constexpr = tap % 3 - 1
-        hh = h_ + dh
-        ww = w_ + dw
-        valid = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-        a = tl.load(x_ptr + (offs_m + dh * W + dw), mask=valid, other=0.0).to(tl.float32)
+        src, valid = _tap_source(offs_m, h_, w_, m_mask, H, W, tap)
+        a = tl.load(x_ptr + src, mask=valid, other=0.0).to(tl.float32)
         wrow = tl.load(w_ptr + tap * COUT + offs_n, mask=n_mask, other=0.0).to(tl.float32)
         acc += a[:, None] * wrow[None, :]
     _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, ROUND_BF16)
 
 
-@triton.autotune(configs=_configs(), key=["M_LOG2", "CIN", "COUT"])
+@triton.autotune(
+    configs=_MID_ALL,
+    key=["M_LOG2", "CIN", "COUT", "PRECISION"],  # + the tensors' dtypes (added by the autotuner)
+    prune_configs_by={"early_config_prune": _prune_mid},
+)
 @triton.jit
 def _conv_mid_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, M_LOG2,
     CIN: tl.constexpr, COUT: tl.constexpr, CIN_P: tl.constexpr, COUT_P: tl.constexpr,
-    BLOCK_K: tl.constexpr, RELU: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
+    RELU: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, EMULATE_TF32: tl.constexpr,
+    ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    """Cin, Cout >= 16: ``acc[BLOCK_M, COUT] += A_k @ B_k`` over the 9 * CIN_P / BK K steps.
+
+    The K loop (tap x channel block) is a runtime loop, not unrolled, so Triton's software
+    pipeliner overlaps the loads of later K steps with the tensor-core work of this one. Seen in
+    the sm_90 PTX (triton 3.7.1 and 3.6.0; ``launch/compile_kernels.py --only conv_mid --ptx
+    DIR``), bf16, BLOCK_M 128, BLOCK_K 64, 4 warps, 3 stages: the A tile (the shifted pixels,
+    zero-filled by the mask: the padding) and the B tile arrive by 16-byte ``cp.async`` into 3
+    shared-memory buffers, one commit group each; the prologue issues two K steps; the loop
+    body, per K step, waits once on ``cp.async.wait_group 2`` (the next step's two groups stay
+    in flight), issues 8 ``wgmma.mma_async`` (m64n64k16) and waits once on ``wgmma.wait_group
+    1`` (one wgmma group stays in flight), then issues the copies for step k + 2. The unrolled
+    version (``tl.static_range``) had no async copies: each of its 9 steps loaded, then waited
+    for its wgmma. 3xTF32 keeps the pipelined copies but its split operands pass through
+    registers and shared memory, so its three dots wait in turn (``wgmma.wait_group 0`` x 3).
+    """
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
     offs_n = tl.arange(0, COUT_P)
     n_mask = offs_n < COUT
     acc = tl.zeros([BLOCK_M, COUT_P], dtype=tl.float32)
-    for tap in tl.static_range(9):
-        for k0 in tl.static_range(0, CIN_P, BLOCK_K):
-            a, ci, k_mask = _load_a(x_ptr, offs_m, h_, w_, m_mask, H, W, tap, k0, CIN, BLOCK_K)
-            b = tl.load(
-                w_ptr + (tap * CIN + ci)[:, None] * COUT + offs_n[None, :],
-                mask=k_mask[:, None] & n_mask[None, :],
-                other=0.0,
-            )
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    BK: tl.constexpr = BLOCK_K if BLOCK_K < CIN_P else CIN_P  # channels per K step
+    KB: tl.constexpr = CIN_P // BK  # K steps per tap
+    EVEN_K: tl.constexpr = CIN % BK == 0
+    for kk in tl.range(0, 9 * KB):
+        tap = kk // KB
+        k0 = (kk - tap * KB) * BK
+        src, valid = _tap_source(offs_m, h_, w_, m_mask, H, W, tap)
+        a, ci, k_mask = _load_a(x_ptr, src, valid, k0, CIN, BK, EVEN_K)
+        b_ptrs = w_ptr + (tap * CIN + ci)[:, None] * COUT + offs_n[None, :]
+        if EVEN_K and COUT == COUT_P:
+            b = tl.load(b_ptrs)
+        else:
+            b = tl.load(b_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = _dot(a, b, acc, PRECISION, EMULATE_TF32)
     _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, ROUND_BF16)
 
 
-@triton.autotune(configs=_configs(), key=["M_LOG2", "CIN"])
+@triton.autotune(configs=last_configs(), key=["M_LOG2", "CIN"])
 @triton.jit
 def _conv_last_kernel(
     x_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, H, W, M_LOG2,
-    CIN: tl.constexpr, CIN_P: tl.constexpr, BLOCK_K: tl.constexpr, RESIDUAL: tl.constexpr,
-    ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
+    CIN: tl.constexpr, CIN_P: tl.constexpr, RESIDUAL: tl.constexpr,
+    ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    """Cout = 1: a float32 dot product per output pixel over the same K loop as ``mid``."""
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
     acc = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for tap in tl.static_range(9):
-        for k0 in tl.static_range(0, CIN_P, BLOCK_K):
-            a, ci, k_mask = _load_a(x_ptr, offs_m, h_, w_, m_mask, H, W, tap, k0, CIN, BLOCK_K)
-            wv = tl.load(w_ptr + tap * CIN + ci, mask=k_mask, other=0.0)
-            acc += tl.sum(a.to(tl.float32) * wv.to(tl.float32)[None, :], axis=1)
+    BK: tl.constexpr = BLOCK_K if BLOCK_K < CIN_P else CIN_P
+    KB: tl.constexpr = CIN_P // BK
+    for kk in tl.range(0, 9 * KB):
+        tap = kk // KB
+        k0 = (kk - tap * KB) * BK
+        src, valid = _tap_source(offs_m, h_, w_, m_mask, H, W, tap)
+        a, ci, k_mask = _load_a(x_ptr, src, valid, k0, CIN, BK, CIN % BK == 0)
+        wv = tl.load(w_ptr + tap * CIN + ci, mask=k_mask, other=0.0)
+        acc += tl.sum(a.to(tl.float32) * wv.to(tl.float32)[None, :], axis=1)
     acc += tl.load(b_ptr).to(tl.float32)
     if RESIDUAL:
         acc += tl.load(res_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs_m, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side
+# ---------------------------------------------------------------------------------------------
+def default_precision() -> str:
+    """Float32 precision of the ``mid`` dot from torch's setting: ``"highest"`` -> ``"ieee"``
+    (exact in the interpreter, 3xTF32 when compiled); ``"high"``/``"medium"`` -> ``"tf32"``."""
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
 def pack_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -175,12 +352,41 @@ def pack_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch
     return weight.detach().permute(2, 3, 1, 0).to(dtype or weight.dtype).contiguous()
 
 
-def _round_bf16(out: torch.Tensor) -> bool:
-    return INTERPRET and out.dtype == torch.bfloat16
+def _round_bf16(dtype: torch.dtype) -> bool:
+    return INTERPRET and dtype == torch.bfloat16
 
 
 def _p2(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
+
+
+def _compiled_precision(dtype: torch.dtype, precision: str) -> str:
+    """The PRECISION constexpr: float32 only; "ieee" means 3xTF32 unless interpreted."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"conv3x3: precision must be one of {PRECISIONS}, got {precision!r}")
+    if dtype != torch.float32:
+        return "ieee"  # bf16/fp16 operands: the dot is exact products, float32 accumulation
+    return "tf32x3" if precision == "ieee" and not INTERPRET else precision
+
+
+def first_meta(cout: int, relu: bool, out_dtype: torch.dtype) -> dict:
+    """Constexpr arguments of ``_conv_first_kernel``."""
+    return dict(COUT=cout, COUT_P=_p2(cout), RELU=relu, ROUND_BF16=_round_bf16(out_dtype))
+
+
+def mid_meta(cin: int, cout: int, relu: bool, dtype: torch.dtype, precision: str) -> dict:
+    """Constexpr arguments of ``_conv_mid_kernel`` (the tile comes from the autotuner)."""
+    return dict(
+        CIN=cin, COUT=cout, CIN_P=_p2(cin), COUT_P=_p2(cout), RELU=relu,
+        PRECISION=_compiled_precision(dtype, precision),
+        UPCAST=INTERPRET and dtype in (torch.bfloat16, torch.float16),
+        EMULATE_TF32=INTERPRET, ROUND_BF16=_round_bf16(dtype),
+    )  # fmt: skip
+
+
+def last_meta(cin: int, residual: bool, out_dtype: torch.dtype) -> dict:
+    """Constexpr arguments of ``_conv_last_kernel``."""
+    return dict(CIN=cin, CIN_P=_p2(cin), RESIDUAL=residual, ROUND_BF16=_round_bf16(out_dtype))
 
 
 def conv3x3(
@@ -202,7 +408,8 @@ def conv3x3(
         relu: apply ReLU (ignored when Cout = 1).
         residual: for Cout = 1: ``N x 1 x H x W`` added to the output (``x + conv(h)``).
         out: optional preallocated output (``N x H x W x Cout``; ``N x 1 x H x W`` when Cout = 1).
-        precision: ``"ieee"`` or ``"tf32"`` for float32 inputs of the ``mid`` kernel.
+        precision: ``"ieee"``, ``"tf32x3"`` or ``"tf32"`` for float32 weights (module
+            docstring); ignored for bf16/fp16.
 
     Returns:
         ``N x H x W x Cout`` in the weights' dtype (Cout > 1), or ``N x 1 x H x W`` (Cout = 1)
@@ -225,30 +432,50 @@ def conv3x3(
             out_dtype = residual.dtype if residual is not None else x.dtype
             out = torch.empty(n, 1, h, w, dtype=out_dtype, device=x.device)
         res = residual if residual is not None else out
-        cin_p = _p2(cin)
         _conv_last_kernel[grid](
-            x, w_packed, bias, res, out, m, h, w, m.bit_length(),
-            CIN=cin, CIN_P=cin_p, BLOCK_K=min(cin_p, 64), RESIDUAL=residual is not None,
-            ROUND_BF16=_round_bf16(out),
-        )  # fmt: skip
+            x, w_packed, bias, res, out, m, h, w, m.bit_length(), **last_meta(cin, residual is not None, out.dtype)
+        )
         return out
     if out is None:
         out = torch.empty(n, h, w, cout, dtype=w_packed.dtype, device=x.device)
     if cin == 1:
-        _conv_first_kernel[grid](
-            x, w_packed, bias, out, m, h, w, m.bit_length(),
-            COUT=cout, COUT_P=_p2(cout), RELU=relu, ROUND_BF16=_round_bf16(out),
-        )  # fmt: skip
+        _conv_first_kernel[grid](x, w_packed, bias, out, m, h, w, m.bit_length(), **first_meta(cout, relu, out.dtype))
         return out
-    cin_p = _p2(cin)
-    upcast = INTERPRET and x.dtype in (torch.bfloat16, torch.float16)
     _conv_mid_kernel[grid](
-        x, w_packed, bias, out, m, h, w, m.bit_length(),
-        CIN=cin, COUT=cout, CIN_P=cin_p, COUT_P=_p2(cout), BLOCK_K=min(cin_p, 64), RELU=relu,
-        PRECISION=precision if x.dtype == torch.float32 else "ieee", UPCAST=upcast,
-        ROUND_BF16=_round_bf16(out),
-    )  # fmt: skip
+        x, w_packed, bias, out, m, h, w, m.bit_length(), **mid_meta(cin, cout, relu, w_packed.dtype, precision)
+    )
     return out
+
+
+def compile_specs(cin: int = 64, cout: int = 64) -> list[dict]:
+    """Every (kernel, dtype, precision, config) that :func:`conv3x3` launches on a GPU for a
+    VDSR of width ``cin = cout`` channels, as compile jobs for ``launch/compile_kernels.py``.
+
+    Each: ``kernel`` (name), ``fn`` (the ``triton.jit`` function), ``dtype`` (label),
+    ``pointers`` (pointer argument -> Triton type), ``constexprs``, ``configs``."""
+    tname = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    specs = []
+    for dt in (torch.float32, torch.bfloat16, torch.float16):
+        t = tname[dt]
+        # the network input and the image output stay float32 whatever the stack's dtype
+        specs.append(dict(
+            kernel="conv_first", fn=_conv_first_kernel.fn, dtype=t,
+            pointers={"x_ptr": "fp32", "w_ptr": t, "b_ptr": "fp32", "out_ptr": t},
+            constexprs=first_meta(cout, True, dt), configs=first_configs(),
+        ))  # fmt: skip
+        precisions = ("tf32x3", "tf32") if dt == torch.float32 else ("ieee",)
+        for p in precisions:
+            specs.append(dict(
+                kernel="conv_mid", fn=_conv_mid_kernel.fn, dtype=t if dt != torch.float32 else p,
+                pointers={"x_ptr": t, "w_ptr": t, "b_ptr": "fp32", "out_ptr": t},
+                constexprs=mid_meta(cin, cout, True, dt, p), configs=mid_configs(dt, p),
+            ))  # fmt: skip
+        specs.append(dict(
+            kernel="conv_last", fn=_conv_last_kernel.fn, dtype=t,
+            pointers={"x_ptr": t, "w_ptr": t, "b_ptr": "fp32", "res_ptr": "fp32", "out_ptr": "fp32"},
+            constexprs=last_meta(cin, True, torch.float32), configs=last_configs(),
+        ))  # fmt: skip
+    return specs
 
 
 def conv3x3_reference(

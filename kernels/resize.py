@@ -25,11 +25,11 @@ import triton.language as tl
 
 from vdsr.resize import output_size, resize_tables
 
-__all__ = ["imresize", "degrade"]
+__all__ = ["imresize", "degrade", "compile_specs"]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # (rows, columns) of a tile; one big tile in the interpreter keeps it fast
-BLOCK = (64, 128) if INTERPRET else (16, 128)
+BLOCK = (64, 128) if INTERPRET else (8, 128)  # (8, 128): no register spills on sm_90 (launch/compile_kernels.py)
 
 
 @triton.jit
@@ -140,3 +140,26 @@ def degrade(hr: torch.Tensor, scale: int) -> torch.Tensor:
     ``hr``: ``N x C x H x W`` (H and W multiples of ``scale``), float32 on [0, 1] (any range).
     """
     return imresize(imresize(hr, 1.0 / scale), scale)
+
+
+def compile_specs(scales: Sequence[int] = (2, 3, 4), patch: int = 84) -> list[dict]:
+    """Every variant of the resize kernel that :func:`degrade` launches for these scales on a
+    GPU (dtype x axis x tap count of the down and up tables), as compile jobs for
+    ``launch/compile_kernels.py``: same keys as :func:`kernels.conv.compile_specs`, plus
+    ``variant`` (the tap count)."""
+    taps = set()
+    for s in scales:
+        for n in (patch, 1080):  # a training crop and a 1080p image (taps depend on the size)
+            lo = output_size(n, 1.0 / s)
+            taps |= {resize_tables(n, lo, 1.0 / s)[0].shape[1], resize_tables(lo, n, float(s))[0].shape[1]}
+    config = triton.Config({"BLOCK_R": BLOCK[0], "BLOCK_C": BLOCK[1]}, num_warps=4, num_stages=3)
+    specs = []
+    for t in ("fp32", "bf16", "fp16"):
+        for axis in (0, 1):
+            for p in sorted(taps):
+                specs.append(dict(
+                    kernel=f"resize_axis{axis}", fn=_resize_axis_kernel, dtype=t, variant=f"TAPS={p}",
+                    pointers={"x_ptr": t, "out_ptr": t, "w_ptr": "fp32", "idx_ptr": "i32"},
+                    constexprs={"TAPS": p, "AXIS": axis}, configs=[config],
+                ))  # fmt: skip
+    return specs

@@ -2,13 +2,17 @@
 
 On a GPU (the numbers that count):
 
-    python launch/bench_kernels.py [--repeats 50] [--out benchmarks]
+    python launch/bench_kernels.py [--repeats 50] [--out benchmarks] [--compile-mode max-autotune]
 
 * VDSR-20 forward at 1x1x540x960, 1x1x1080x1920 and the training shape 64x1x41x41: the fused
-  Triton stack (fp32 IEEE, TF32, bf16, bf16 in a CUDA graph) against eager PyTorch (NCHW and
-  channels_last; fp32, TF32, bf16) and torch.compile (bf16, channels_last). Columns: median ms
-  (CUDA events, after warm-up), TFLOP/s, % of the bf16 matmul rate measured in this run,
-  speedup over eager in the same precision (its faster layout).
+  Triton stack (fp32 as 3xTF32, TF32, bf16) against eager PyTorch/cuDNN (NCHW and
+  channels_last; fp32 with cuDNN's TF32 off, TF32, bf16 autocast, and bf16 with the module
+  cast to bf16 ahead of time, as the Triton stack's weights are packed ahead of time);
+  graph against graph (the Triton bf16 stack and eager bf16 autocast channels_last, both
+  captured in CUDA graphs); torch.compile(mode="max-autotune") bf16 channels_last (which
+  captures CUDA graphs itself). Columns: median ms (CUDA events, after warm-up), TFLOP/s, % of
+  the bf16 matmul rate measured in this run, speedup and the row it is divided by: Triton rows
+  against the faster eager row of the same precision, graph rows against the graphed eager row.
 * Resize: degrade (down by s, then up) at 1080p and on a training batch, Triton against
   F.interpolate(mode="bicubic", antialias=True) doing the same passes: GB/s (ideal bytes: read
   input + write output of every pass) and % of the device-to-device copy bandwidth measured in
@@ -98,13 +102,41 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
 
 
-def forward_variants(model: VDSR, x: torch.Tensor):
-    """name -> (callable, precision group). Every callable returns the N x 1 x H x W output."""
+def graphed(fn):
+    """``fn`` captured in a CUDA graph (after warm-up on a side stream, which also runs Triton's
+    autotuning and cuDNN's algorithm choice): returns a callable that replays it and returns the
+    static output."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = fn()
+
+    def replay():
+        graph.replay()
+        return static_out
+
+    return replay
+
+
+def forward_variants(model: VDSR, x: torch.Tensor, compile_mode: str):
+    """name -> (callable, precision group, baseline name). Every callable returns the
+    N x 1 x H x W output. A row's speedup is the baseline's time divided by its own: Triton and
+    torch.compile rows are set against eager cuDNN in the same precision, a CUDA-graph row
+    against eager captured in a CUDA graph too."""
     import copy
 
     cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    cl_bf16 = copy.deepcopy(cl).to(torch.bfloat16)  # weights cast once, ahead of time
     x_cl = x.contiguous(memory_format=torch.channels_last)
+    x_cl_bf16 = x_cl.to(torch.bfloat16)
     packed = {dt: pack_layers(model.layers, dt) for dt in (torch.float32, torch.bfloat16)}
+    cuda = x.device.type == "cuda"
 
     def eager(m, inp, dtype=None, tf32=False):
         def run():
@@ -114,42 +146,41 @@ def forward_variants(model: VDSR, x: torch.Tensor):
 
         return run
 
+    def eager_cast_ahead():
+        return cl_bf16(x_cl_bf16).float()  # bf16 weights and input; x + r rounded to bf16
+
+    E32, ETF, E16 = "eager fp32 channels_last", "eager tf32 channels_last", "eager bf16 autocast channels_last"
     variants = {
-        "eager fp32 NCHW": (eager(model, x), "fp32"),
-        "eager fp32 channels_last": (eager(cl, x_cl), "fp32"),
-        "eager tf32 NCHW": (eager(model, x, tf32=True), "tf32"),
-        "eager tf32 channels_last": (eager(cl, x_cl, tf32=True), "tf32"),
-        "eager bf16 NCHW": (eager(model, x, torch.bfloat16), "bf16"),
-        "eager bf16 channels_last": (eager(cl, x_cl, torch.bfloat16), "bf16"),
-        "triton fp32 (ieee)": (lambda: vdsr_forward(x, packed[torch.float32], "ieee"), "fp32"),
-        "triton tf32": (lambda: vdsr_forward(x, packed[torch.float32], "tf32"), "tf32"),
-        "triton bf16": (lambda: vdsr_forward(x, packed[torch.bfloat16]), "bf16"),
-    }
-    if torch.cuda.is_available():
-        compiled = torch.compile(cl)
+        "eager fp32 NCHW": (eager(model, x), "fp32", None),
+        E32: (eager(cl, x_cl), "fp32", None),
+        "eager tf32 NCHW": (eager(model, x, tf32=True), "tf32", None),
+        ETF: (eager(cl, x_cl, tf32=True), "tf32", None),
+        "eager bf16 autocast NCHW": (eager(model, x, torch.bfloat16), "bf16", None),
+        E16: (eager(cl, x_cl, torch.bfloat16), "bf16", None),
+        "eager bf16 weights cast ahead channels_last": (eager_cast_ahead, "bf16", None),
+        "triton fp32 (3xTF32)" if cuda else "triton fp32 (ieee)": (lambda: vdsr_forward(x, packed[torch.float32], "ieee"), "fp32", "eager"),
+        "triton tf32": (lambda: vdsr_forward(x, packed[torch.float32], "tf32"), "tf32", "eager"),
+        "triton bf16": (lambda: vdsr_forward(x, packed[torch.bfloat16]), "bf16", "eager"),
+    }  # fmt: skip
+    if cuda:
+        variants["eager bf16 autocast channels_last + CUDA graph"] = (graphed(eager(cl, x_cl, torch.bfloat16)), "bf16", None)
+        variants["triton bf16 + CUDA graph"] = (
+            graphed(lambda: vdsr_forward(x, packed[torch.bfloat16])), "bf16", "eager bf16 autocast channels_last + CUDA graph"
+        )  # fmt: skip
+        if compile_mode != "none":
+            compiled = torch.compile(cl, mode=compile_mode)
 
-        def run_compiled():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return compiled(x_cl)
+            def run_compiled():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    return compiled(x_cl)
 
-        variants["torch.compile bf16 channels_last"] = (run_compiled, "bf16")
-        # the fused stack captured in a CUDA graph (static input and buffers)
-        static_x = x.clone()
-        vdsr_forward(static_x, packed[torch.bfloat16])  # autotune before capture
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = vdsr_forward(static_x, packed[torch.bfloat16])
-
-        def run_graph():
-            graph.replay()
-            return static_out
-
-        variants["triton bf16 + CUDA graph"] = (run_graph, "bf16")
+            # max-autotune captures CUDA graphs itself: set against the graphed eager row
+            base = "eager bf16 autocast channels_last + CUDA graph" if "autotune" in compile_mode else "eager"
+            variants[f"torch.compile({compile_mode}) bf16 channels_last"] = (run_compiled, "bf16", base)
     return variants
 
 
-def bench_forward(shapes, repeats: int, peak_tflops: float | None, device: str):
+def bench_forward(shapes, repeats: int, peak_tflops: float | None, device: str, compile_mode: str = "none"):
     rows = []
     torch.manual_seed(0)
     model = VDSR().to(device).eval()
@@ -158,18 +189,18 @@ def bench_forward(shapes, repeats: int, peak_tflops: float | None, device: str):
         with torch.no_grad():
             ref = model.double()(x.double())
             model.float()
-            variants = forward_variants(model, x)
+            variants = forward_variants(model, x, compile_mode)
             results = {}
-            for name, (fn, group) in variants.items():
+            for name, (fn, group, base) in variants.items():
                 err = rel_err(fn() - x, ref - x.double())  # on the residual
                 ms = time_cuda(fn, repeats) if device == "cuda" else time_cpu(fn, repeats)
-                results[name] = (ms, group, err)
-        eager_best = {
-            g: min(ms for name, (ms, gg, _) in results.items() if gg == g and name.startswith("eager"))
-            for g in {"fp32", "tf32", "bf16"}
-        }
+                results[name] = (ms, group, base, err)
+        torch.backends.cudnn.allow_tf32 = True
         flops = vdsr_flops(n, h, w)
-        for name, (ms, group, err) in results.items():
+        for name, (ms, group, base, err) in results.items():
+            if base == "eager":  # the faster eager layout/cast of the same precision, no graph
+                base = min((k for k, v in results.items() if k.startswith("eager") and v[1] == group and "graph" not in k),
+                           key=lambda k: results[k][0])  # fmt: skip
             tflops = flops / ms / 1e9
             rows.append(
                 {
@@ -178,7 +209,8 @@ def bench_forward(shapes, repeats: int, peak_tflops: float | None, device: str):
                     "ms": ms,
                     "tflops": tflops,
                     "pct_bf16_matmul": 100 * tflops / peak_tflops if peak_tflops else None,
-                    "speedup_vs_eager": eager_best[group] / ms,
+                    "baseline": base,
+                    "speedup": results[base][0] / ms if base else None,
                     "residual_rel_err": err,
                 }
             )
@@ -223,11 +255,13 @@ def markdown(device: str, env: dict, fwd: list[dict], rs: list[dict], smoke: boo
     if smoke:
         lines += ["**Smoke run in the Triton interpreter on the CPU: times are NOT performance figures.**", ""]
     lines += [", ".join(f"{k}: {v}" for k, v in env.items()), "", "## VDSR-20 forward", ""]
-    lines += ["| shape | variant | median ms | TFLOP/s | % bf16 matmul | vs eager | residual rel. err |", "|---|---|---|---|---|---|---|"]
+    lines += ["Speedup = the baseline's median time / this row's (baseline named in the row).", ""]
+    lines += ["| shape | variant | median ms | TFLOP/s | % bf16 matmul | speedup | ÷ baseline | residual rel. err |", "|---|---|---|---|---|---|---|---|"]
     for r in fwd:
         pct = f"{r['pct_bf16_matmul']:.1f}" if r["pct_bf16_matmul"] is not None else "-"
+        sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         lines.append(
-            f"| {r['shape']} | {r['variant']} | {r['ms']:.3f} | {r['tflops']:.1f} | {pct} | {r['speedup_vs_eager']:.2f}x | {r['residual_rel_err']:.1e} |"
+            f"| {r['shape']} | {r['variant']} | {r['ms']:.3f} | {r['tflops']:.1f} | {pct} | {sp} | {r['baseline'] or '-'} | {r['residual_rel_err']:.1e} |"
         )
     lines += ["", "## Resize: degrade = bicubic down by s, then up", ""]
     lines += ["| shape | scale | variant | median ms | GB/s | % copy bw | max abs err vs MATLAB |", "|---|---|---|---|---|---|---|"]
@@ -244,6 +278,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny sizes in the Triton interpreter, parity only")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None, help="output folder (default: benchmarks/, or outputs/ for --smoke)")
+    ap.add_argument("--compile-mode", default="max-autotune", choices=["max-autotune", "default", "none"],
+                    help="torch.compile mode of the compiled row (none: no such row); max-autotune takes minutes")
     args = ap.parse_args()
 
     if args.smoke:
@@ -268,7 +304,7 @@ def main() -> None:
         "bf16_matmul_tflops": round(peak, 1) if peak else None,
         "copy_gbps": round(copy_bw, 1) if copy_bw else None,
     }
-    fwd = bench_forward(shapes, repeats, peak, device)
+    fwd = bench_forward(shapes, repeats, peak, device, "none" if args.smoke else args.compile_mode)
     rs = bench_resize(resize_cases, repeats, copy_bw, device)
     md = markdown(name, env, fwd, rs, args.smoke)
     print(md)

@@ -23,7 +23,12 @@ def test_parity_bench_kernels_smoke(tmp_path):
     data = json.loads((tmp_path / "kernels-smoke-cpu-interpreter.json").read_text())
     assert data["smoke"] is True
     variants = {r["variant"] for r in data["forward"]}
-    assert {"triton fp32 (ieee)", "triton bf16", "eager bf16 channels_last"} <= variants
+    assert {"triton fp32 (ieee)", "triton bf16", "eager bf16 autocast channels_last",
+            "eager bf16 weights cast ahead channels_last"} <= variants
+    for r in data["forward"]:  # every Triton speedup names the eager row it is divided by
+        if r["variant"].startswith("triton"):
+            assert r["baseline"] in variants and r["baseline"].startswith("eager"), r
+            assert abs(r["speedup"] - next(b["ms"] for b in data["forward"] if b["variant"] == r["baseline"]) / r["ms"]) < 1e-9
     assert all(r["max_abs_err_vs_matlab"] <= 1e-5 for r in data["resize"] if r["variant"] == "triton degrade")
     assert (tmp_path / "kernels-smoke-cpu-interpreter.md").read_text().startswith("# Kernel benchmark")
 

@@ -103,7 +103,23 @@ def test_loss_falls_and_outputs(tiny, tmp_path):
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
 
 
-def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
+@pytest.fixture
+def deterministic():
+    """Bit-for-bit resume is a property of deterministic kernels: always so on the CPU; on CUDA
+    cuDNN's default conv backward is not (atomics), so there its deterministic algorithms."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+    torch.use_deterministic_algorithms(saved[2])
+
+
+def test_resume_reproduces_uninterrupted_run(tiny, tmp_path, deterministic):
     from safetensors.torch import load_file
 
     straight, split = tmp_path / "straight", tmp_path / "split"

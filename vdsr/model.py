@@ -12,8 +12,9 @@ the paper; biases start at zero.
 
 ``backend="triton"`` runs the same parameters through the fused Triton kernels of
 ``kernels/`` (a CUDA device, or ``TRITON_INTERPRET=1`` on the CPU): inference uses the
-ping-pong stack, training an autograd.Function with a torch backward. Float32 uses IEEE math
-unless ``torch.set_float32_matmul_precision("high")`` allows TF32, as for cuDNN.
+ping-pong stack, training an autograd.Function with a torch backward. Float32 keeps float32
+accuracy (3xTF32 on the GPU, exact in the interpreter) unless
+``torch.set_float32_matmul_precision("high")`` allows TF32 (``kernels.conv.default_precision``).
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ class VDSR(nn.Module):
         return x + self.residual(x)
 
     def _forward_triton(self, x: torch.Tensor) -> torch.Tensor:
+        from kernels.conv import default_precision
         from kernels.stack import pack_layers, vdsr_forward, vdsr_forward_train
 
-        precision = "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+        precision = default_precision()
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
             return vdsr_forward_train(x, self.layers, precision)
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
