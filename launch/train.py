@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
 from vdsr.checkpoint import save_weights  # noqa: E402
-from vdsr.data import PatchSampler, crop_size, load_store, make_loader  # noqa: E402
+from vdsr.data import PatchSampler, add_downsized, crop_size, load_store, make_loader  # noqa: E402
 from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
 from vdsr.errors import InputError  # noqa: E402
 from vdsr.evaluate import Dataset, check_scales, evaluate, open_dataset, vdsr_method  # noqa: E402
@@ -80,7 +80,9 @@ class Config:
     weight_decay: float = 1e-4
     clip: str = "adjustable"  # or "norm" or "none"
     clip_theta: float = 1e-4
+    loss: str = "sse_mean"  # 1/2 SSE per patch, batch mean; or "sse_sum": SSE summed over the batch
     rotate: bool = False
+    downsize: list = field(default_factory=list)  # extra copies of the images shrunk by these factors
     bf16: bool = True
     channels_last: bool = True
     backend: str = "torch"  # or "triton"
@@ -98,7 +100,8 @@ class Config:
     def __post_init__(self):
         """Types and ranges, so a typo fails at start-up with one line and not mid-run."""
         choices = {"sampling": ("random", "fixed"), "clip": ("adjustable", "norm", "none"),
-                   "backend": ("torch", "triton"), "loader": ("auto", "dali", "torch")}  # fmt: skip
+                   "backend": ("torch", "triton"), "loader": ("auto", "dali", "torch"),
+                   "loss": ("sse_mean", "sse_sum")}  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected one of {', '.join(allowed)}")
@@ -123,6 +126,10 @@ class Config:
             if isinstance(getattr(self, key), str):
                 setattr(self, key, [getattr(self, key)])
         self.scales = check_scales([self.scales] if isinstance(self.scales, int) else self.scales)
+        if not isinstance(self.downsize, list) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in self.downsize
+        ):
+            raise InputError(f"config: downsize = {self.downsize!r}; expected a list of factors in (0, 1), e.g. [0.7, 0.5]")
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -196,9 +203,15 @@ def clip_gradients(accelerator: Accelerator, model: torch.nn.Module, cfg: Config
         accelerator.clip_grad_norm_(model.parameters(), cfg.clip_theta)
 
 
-def sse_loss(out: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """1/2 ||y - (x + f(x))||^2 summed over each patch's pixels, averaged over the batch (float32)."""
-    return 0.5 * (out.float() - hr).pow(2).flatten(1).sum(1).mean()
+def sse_loss(out: torch.Tensor, hr: torch.Tensor, kind: str = "sse_mean", world: int = 1) -> torch.Tensor:
+    """The training loss in float32.
+
+    ``sse_mean``: 1/2 ||y - (x + f(x))||^2 summed over each patch's pixels, averaged over the
+    batch (Caffe's EuclideanLoss). ``sse_sum``: ||y - (x + f(x))||^2 summed over the pixels and
+    the patches (pytorch-vdsr's ``MSELoss(size_average=False)``); times ``world``, so that the
+    gradients DDP averages over the ranks are those of the sum over the global batch."""
+    sq = (out.float() - hr).pow(2).flatten(1).sum(1)
+    return 0.5 * sq.mean() if kind == "sse_mean" else sq.sum() * world
 
 
 def resolve_folders(entries: list, demo_names: tuple) -> list:
@@ -336,6 +349,8 @@ def main(argv=None) -> int:
 
     # data: every image decoded once; this rank's shard of the draws
     store = load_store(resolve_folders(cfg.data, DEMO_TRAIN), crop_size(cfg.scales))
+    if cfg.downsize:
+        add_downsized(store, cfg.downsize, crop_size(cfg.scales))
     sampler = PatchSampler(
         store.sizes, cfg.scales, cfg.batch_size // world, cfg.sampling, cfg.patches_per_epoch,
         cfg.fixed_count, cfg.rotate, cfg.seed, rank, world,
@@ -411,7 +426,7 @@ def main(argv=None) -> int:
             # ---- the step
             with accelerator.autocast():
                 output = model(lr_in)
-            loss = sse_loss(output, hr)
+            loss = sse_loss(output, hr, cfg.loss, world)
             if cfg.inject_nan_at is not None and step == cfg.inject_nan_at:
                 loss = loss * float("nan")
             accelerator.backward(loss)

@@ -9,6 +9,6 @@
 
 from .loaders import PatchLoader, make_loader
 from .patches import PatchSampler, crop_size
-from .store import ImageStore, load_store
+from .store import ImageStore, add_downsized, load_store
 
-__all__ = ["ImageStore", "load_store", "PatchSampler", "crop_size", "PatchLoader", "make_loader"]
+__all__ = ["ImageStore", "load_store", "add_downsized", "PatchSampler", "crop_size", "PatchLoader", "make_loader"]

@@ -27,7 +27,7 @@ from ..color import rgb_to_y
 from ..errors import InputError
 from ..images import find_images, read_image
 
-__all__ = ["ImageStore", "load_store", "to_y"]
+__all__ = ["ImageStore", "load_store", "to_y", "add_downsized"]
 
 log = logging.getLogger("vdsr.data")
 
@@ -198,4 +198,31 @@ def load_store(
         names = ", ".join(str(f) for f in folders)
         raise InputError(f"{names}: no usable training image ({len(skipped)} files skipped; need at least {min_side}x{min_side})")
     log.info(store.summary())
+    return store
+
+
+def add_downsized(store: ImageStore, factors: Sequence[float], min_side: int) -> ImageStore:
+    """Add a copy of every image shrunk by each factor (the downsizing augmentation of
+    pytorch-vdsr and caffe-vdsr: 0.7 and 0.5 copies of the 291 images), in place.
+
+    Each copy is the MATLAB-exact bicubic ``imresize`` of the stored Y (float64, antialiased,
+    clamped to [0, 1]); copies with a side below ``min_side`` are left out. The random sampler
+    draws every pixel equally likely, so a 0.5 copy gets a quarter of its original's patches.
+    """
+    from ..resize import imresize
+
+    if any(not 0 < f < 1 for f in factors):
+        raise InputError(f"downsize factors must be in (0, 1), got {list(factors)}")
+    n = len(store.images)
+    added = 0
+    for f in factors:
+        for i in range(n):
+            y = imresize(torch.from_numpy(store.images[i]).double(), float(f)).clamp_(0, 1)
+            if min(y.shape) < min_side:
+                continue
+            store.images.append(np.ascontiguousarray(y.numpy(), dtype=np.float32))
+            store.paths.append(store.paths[i].with_name(f"{store.paths[i].stem}@{f:g}{store.paths[i].suffix}"))
+            added += 1
+        store.per_folder[f"downsized x{f:g}"] = sum(1 for p in store.paths if f"@{f:g}" in p.stem)
+    log.info("downsizing: %d copies added (factors %s); %d images in all", added, list(factors), len(store.images))
     return store

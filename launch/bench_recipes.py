@@ -1,0 +1,164 @@
+"""Which training recipe learns fastest? Train each arm for the same budget, side by side.
+
+    python launch/bench_recipes.py [--arms theta1e-4 theta1e-3 sum-norm0.4 theta1e-4+downsize]
+        [--config paper] [--epochs 20] [--lr-step-epochs 5] [--json benchmarks/recipes-<device>.json]
+
+Every arm is the same base recipe (default: ``paper``: VDSR-20, the 291 images, batch 64,
+x2/x3/x4, flips + rotations, bf16) shortened to ``--epochs`` epochs with the lr divided by 10
+every ``--lr-step-epochs`` (so each arm runs a whole schedule within the budget), with the
+overrides of the arm (``--set`` keys of ``launch/train.py``):
+
+* ``theta1e-4``: the paper's adjustable clipping at theta = 1e-4 (the shipped model's step);
+* ``theta1e-3``: the same at theta = 1e-3;
+* ``sum-norm0.4``: pytorch-vdsr's step: squared error summed over the batch, global-norm
+  clipping at 0.4;
+* ``theta1e-4+downsize``: theta = 1e-4 with 0.7 and 0.5 copies of the training images;
+* ``sum-norm0.4+downsize``: pytorch-vdsr's step and its downsizing together.
+
+Set5 PSNR (x2, x3, x4) is validated every ``--val-every`` steps during each run, so the curves
+show whether the ranking at the end is settled (it held over the last evaluations) or still
+changing. Runs live in ``--runs/<arm>``; an interrupted arm resumes from its checkpoint and a
+finished one is reused. Prints a table; writes JSON and a PNG of Set5 PSNR against
+patch-steps. On a 2-core CPU one arm of 2,500 steps takes about 25 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from vdsr.atomic import atomic_path, write_json  # noqa: E402
+
+ARMS = {
+    "theta1e-4": ["clip=adjustable", "clip_theta=0.0001"],
+    "theta1e-3": ["clip=adjustable", "clip_theta=0.001"],
+    "sum-norm0.4": ["loss=sse_sum", "clip=norm", "clip_theta=0.4"],
+    "theta1e-4+downsize": ["clip=adjustable", "clip_theta=0.0001", "downsize=[0.7, 0.5]"],
+    "sum-norm0.4+downsize": ["loss=sse_sum", "clip=norm", "clip_theta=0.4", "downsize=[0.7, 0.5]"],
+}
+
+
+def device_label() -> str:
+    if torch.cuda.is_available():
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
+    return "cpu"
+
+
+def run_arm(name: str, args) -> dict:
+    out = Path(args.runs) / name
+    cmd = [
+        sys.executable, str(REPO / "launch" / "train.py"), "--config", args.config,
+        "--epochs", str(args.epochs), "--seed", str(args.seed), "--output-dir", str(out),
+        "--set", f"lr_step_epochs={args.lr_step_epochs}", f"val_every={args.val_every}",
+        f"checkpoint_every={args.checkpoint_every}", *ARMS[name], *args.set,
+    ]  # fmt: skip
+    if args.max_steps:
+        cmd += ["--max-steps", str(args.max_steps)]
+    if args.val_data:
+        cmd += ["--val-data", *args.val_data]
+    if args.data:
+        cmd += ["--data", *args.data]
+    if (out / "summary.json").exists():
+        print(f"reusing {out}/summary.json", file=sys.stderr)
+    else:
+        print("$ " + " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd + ["--resume"], check=True)  # an interrupted arm continues; none: starts fresh
+    summary = json.loads((out / "summary.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    batch = json.loads((out / "config.json").read_text())["batch_size"]
+    curves = {
+        ds: {s: [[step * batch, psnr] for step, psnr in pts] for s, pts in by.items()}
+        for ds, by in history["val"].items()
+    }
+    return {"overrides": ARMS[name], "summary": summary, "curves": curves}
+
+
+def plot(results: dict, dataset: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = sorted({s for r in results.values() for s in r["curves"].get(dataset, {})}, key=int)
+    fig, axes = plt.subplots(1, len(scales), figsize=(4.2 * len(scales), 3.8), squeeze=False)
+    for ax, s in zip(axes[0], scales):
+        for name, r in results.items():
+            pts = r["curves"].get(dataset, {}).get(s)
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot([x / 1e3 for x in xs], ys, marker="o", ms=3, label=name)
+        bic = next((r["summary"]["bicubic_psnr"].get(dataset, {}).get(s) for r in results.values()), None)
+        if bic:
+            ax.axhline(bic, color="grey", ls="--", lw=0.8, label="bicubic")
+        ax.set(xlabel="patch-steps (thousands)", ylabel="PSNR (dB)", title=f"{dataset} x{s}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS)[:4], choices=list(ARMS))
+    ap.add_argument("--config", default="paper", help="base recipe (name or YAML file)")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr-step-epochs", type=int, default=5)
+    ap.add_argument("--max-steps", type=int, help="stop every arm here (the schedule still follows --epochs)")
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--checkpoint-every", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", nargs="+", help="training folders (default: the recipe's)")
+    ap.add_argument("--val-data", nargs="+", help="validation folders (default: the recipe's: Set5)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more overrides for every arm")
+    ap.add_argument("--runs", default="runs/recipes", help="folder for the arms' runs")
+    ap.add_argument("--json", help="default: benchmarks/recipes-<device>.json (and .png beside it)")
+    args = ap.parse_args(argv)
+    for v in ("epochs", "lr_step_epochs", "val_every", "checkpoint_every"):
+        if getattr(args, v) < 1:
+            ap.error(f"--{v.replace('_', '-')} must be >= 1, got {getattr(args, v)}")
+    json_path = Path(args.json or REPO / "benchmarks" / f"recipes-{device_label()}.json")
+
+    t0 = time.time()
+    results = {name: run_arm(name, args) for name in args.arms}
+    dataset = next(iter(next(iter(results.values()))["summary"]["final_psnr"]), None)
+    rows = []
+    print(f"\nrecipes at equal budget ({args.config}, {args.epochs} epochs, lr /10 every {args.lr_step_epochs}); "
+          f"final PSNR dB on {dataset}")  # fmt: skip
+    for name, r in results.items():
+        final = r["summary"]["final_psnr"].get(dataset, {})
+        rows.append({"arm": name, "final": final, "patch_steps": r["summary"]["patches_seen"],
+                     "seconds": r["summary"]["seconds"]})  # fmt: skip
+        cells = "  ".join(f"x{s} {v:.3f}" for s, v in sorted(final.items(), key=lambda kv: int(kv[0])))
+        print(f"{name:<24} {cells}   ({r['summary']['patches_seen']:,} patch-steps, {r['summary']['seconds']:.0f} s)")
+    ranking = sorted(rows, key=lambda r: -sum(r["final"].values()) / max(1, len(r["final"])))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    write_json(json_path, {
+        "what": "training recipes at equal budget: Set5 PSNR (vdsr eval code, float32) against patch-steps",
+        "base": {"config": args.config, "epochs": args.epochs, "lr_step_epochs": args.lr_step_epochs,
+                 "max_steps": args.max_steps, "seed": args.seed, "extra": args.set},
+        "arms": results, "ranking_by_mean_final_psnr": [r["arm"] for r in ranking],
+        "device": device, "torch": torch.__version__, "wall_seconds": round(time.time() - t0, 1),
+    })  # fmt: skip
+    if dataset:
+        plot(results, dataset, json_path.with_suffix(".png"),
+             f"{args.config} base, {args.epochs} epochs (lr /10 every {args.lr_step_epochs}), {device}")  # fmt: skip
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
