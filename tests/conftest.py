@@ -25,6 +25,21 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+SHARED_REFS = Path(os.environ.get("VDSR_SHARED_REFS", REPO.parent / "shared" / "refs"))
+
+
+@pytest.fixture
+def official_mat() -> Path:
+    """The authors' released model (``../shared/refs/VDSR_Official.mat``): fail under CI when missing."""
+    path = SHARED_REFS / "VDSR_Official.mat"
+    if not path.is_file():
+        msg = f"reference model missing: {path} (set VDSR_SHARED_REFS)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

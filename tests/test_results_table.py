@@ -40,3 +40,15 @@ def test_missing_markers_is_an_error_and_leaves_the_file(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), *_evals(tmp_path), "--write", str(readme)], capture_output=True, text=True)
     assert proc.returncode == 2 and "README.md" in proc.stderr
     assert readme.read_text() == "no markers\n"
+
+
+def test_public_model_columns(tmp_path):
+    official = {"Set5": {"2": {"psnr": 37.513, "ssim": 0.95846, "images": 5}}}
+    (tmp_path / "o.json").write_text(json.dumps(official))
+    out = subprocess.run([sys.executable, str(SCRIPT), *_evals(tmp_path), "--official", str(tmp_path / "o.json")],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    head = out.stdout.splitlines()[0]
+    assert "authors' model (measured)" in head and "pytorch-vdsr (measured)" in head
+    row = [line for line in out.stdout.splitlines() if line.startswith("| Set5")]
+    # shipped 36.71 vs the better public model (pytorch-vdsr 37.57) = -0.86
+    assert row == ["| Set5 | x2 | 33.66 | **36.71** / 0.9546 | +3.05 | 37.51 / 0.9585 | 37.57 | -0.86 | 37.53 / 0.9587 | -0.82 |"]

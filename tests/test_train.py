@@ -234,3 +234,40 @@ def test_two_cpu_ranks_ddp(tiny, tmp_path):
     assert r0["params"] == r1["params"]
     assert r0["patches"] != r1["patches"]
     assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+
+
+def test_sse_sum_loss_is_the_batch_sum_times_world():
+    out, hr = torch.rand(4, 1, 5, 5), torch.rand(4, 1, 5, 5)
+    sq = ((out - hr) ** 2).flatten(1).sum(1)
+    assert torch.allclose(train.sse_loss(out, hr), 0.5 * sq.mean())
+    assert torch.allclose(train.sse_loss(out, hr, "sse_sum"), sq.sum())  # pytorch-vdsr's MSELoss(size_average=False)
+    assert torch.allclose(train.sse_loss(out, hr, "sse_sum", world=2), 2 * sq.sum())
+
+
+def test_pytorch_vdsr_step_and_downsizing_train(tiny, tmp_path):
+    """loss=sse_sum + clip=norm 0.4 + downsize [0.7, 0.5] runs, and the downsized copies are in the store."""
+    out = tmp_path / "run"
+    argv = ["--config", str(tiny), "--output-dir", str(out), "--max-steps", "4",
+            "--set", "loss=sse_sum", "clip=norm", "clip_theta=0.4", "downsize=[0.7, 0.5]"]  # fmt: skip
+    assert run_main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["loss"] == "sse_sum" and cfg["downsize"] == [0.7, 0.5] and cfg["clip"] == "norm"
+    for bad in (["downsize=[1.5]"], ["downsize=0.5"], ["loss=l1"]):
+        with pytest.raises(train.InputError, match=bad[0].split("=")[0]):
+            run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "bad"), "--set", *bad])
+
+
+def test_add_downsized_copies():
+    import numpy as np
+
+    from vdsr.data import ImageStore, add_downsized
+
+    rng = np.random.default_rng(0)
+    store = ImageStore([rng.random((100, 120), dtype=np.float32), rng.random((60, 200), dtype=np.float32)],
+                       [Path("a.png"), Path("b.png")])  # fmt: skip
+    add_downsized(store, [0.7, 0.5], min_side=40)
+    shapes = [im.shape for im in store.images]
+    # 0.5 x 60 = 30 < 40: that copy is left out
+    assert shapes == [(100, 120), (60, 200), (70, 84), (42, 140), (50, 60)]
+    assert [p.name for p in store.paths[2:]] == ["a@0.7.png", "b@0.7.png", "a@0.5.png"]
+    assert all(0 <= im.min() and im.max() <= 1 and im.dtype == np.float32 for im in store.images)

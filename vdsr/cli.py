@@ -3,6 +3,7 @@
     vdsr upscale INPUT... --scale S -o OUT [--checkpoint FILE] [--backend torch|triton]
                  [--device cpu|cuda] [--tile N] [--bf16]
     vdsr compare IMAGE --scale S -o FIGURE.png [--checkpoint FILE] [--device cpu|cuda]
+    vdsr import MODEL.mat -o OUT.safetensors
     vdsr eval [--data DIR ...] [--scales 2 3 4] [--method bicubic|vdsr] [--checkpoint FILE]
               [--json FILE] [--device cpu|cuda] [--backend torch|triton] [--bf16]
               [--save-images DIR] [--skip-bad] [--per-image] [--quantize-y]
@@ -163,8 +164,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .checkpoint import save_weights
+    from .matlab import load_matconvnet
+
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise InputError(f"-o {out}: the output must be a .safetensors file")
+    if out.resolve() == Path(args.model).resolve():
+        raise InputError(f"-o {out}: would overwrite its input")
+    model, meta = load_matconvnet(args.model)
+    save_weights(out, model, meta)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out}: VDSR-{model.depth}, {model.channels} channels, {n:,} parameters (from {args.model})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vdsr", description="VDSR super-resolution: evaluate, upscale.")
+    parser = argparse.ArgumentParser(prog="vdsr", description="VDSR super-resolution: evaluate, upscale, compare, import.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser(
@@ -213,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--checkpoint", metavar="FILE")
     cp.add_argument("--device")
     cp.set_defaults(func=cmd_compare)
+
+    im = sub.add_parser(
+        "import",
+        help="convert the authors' MATLAB model (VDSR_Official.mat) to a .safetensors weights file",
+        description="Read a MatConvNet VDSR model (.mat, struct model.weight/model.bias) into this project's safetensors format.",
+    )
+    im.add_argument("model", metavar="MODEL.mat", help="MatConvNet model, MATLAB v5/v7 (scipy.io.loadmat)")
+    im.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
+    im.set_defaults(func=cmd_import)
     return parser
 
 
