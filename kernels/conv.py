@@ -66,6 +66,10 @@ __all__ = [
 ]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# VDSR_AUTOTUNE=first: launch the first listed config of each kernel, no autotuning (for
+# correctness runs on a GPU, e.g. the parity tests in scripts/gpu_run.sh, where the time of
+# compiling every config is better spent elsewhere; launch/compile_kernels.py checks them all).
+AUTOTUNE = os.environ.get("VDSR_AUTOTUNE", "all") != "first"
 PRECISIONS = ("ieee", "tf32", "tf32x3")
 
 # (dtype, precision) -> max relative error (max |got - ref| / max |ref|) against float64 that the
@@ -131,9 +135,14 @@ def _union(*lists: list[triton.Config]) -> list[triton.Config]:
 
 
 def _prune_mid(configs, named_args, **kwargs):
-    """Autotune only the tiles listed for this call's dtype and precision."""
+    """Autotune only the tiles listed for this call's dtype and precision (the first, without
+    autotuning: ``VDSR_AUTOTUNE=first``)."""
     want = mid_configs(named_args["w_ptr"].dtype, kwargs.get("PRECISION", named_args.get("PRECISION")))
-    return [c for c in configs if any(_same_config(c, w) for w in want)]
+    return [c for c in configs if any(_same_config(c, w) for w in want[: None if AUTOTUNE else 1])]
+
+
+def _first_only(configs, named_args, **kwargs):
+    return configs if AUTOTUNE else configs[:1]
 
 
 _MID_ALL = _union(*(mid_configs(dt, p) for dt, p in PARITY_TOLERANCE))
@@ -240,7 +249,7 @@ def _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT: 
 # ---------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------
-@triton.autotune(configs=first_configs(), key=["M_LOG2", "COUT"])
+@triton.autotune(configs=first_configs(), key=["M_LOG2", "COUT"], prune_configs_by={"early_config_prune": _first_only})
 @triton.jit
 def _conv_first_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, M_LOG2,
@@ -311,7 +320,7 @@ def _conv_mid_kernel(
     _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, ROUND_BF16)
 
 
-@triton.autotune(configs=last_configs(), key=["M_LOG2", "CIN"])
+@triton.autotune(configs=last_configs(), key=["M_LOG2", "CIN"], prune_configs_by={"early_config_prune": _first_only})
 @triton.jit
 def _conv_last_kernel(
     x_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, H, W, M_LOG2,

@@ -84,13 +84,16 @@ class Config:
     rotate: bool = False
     downsize: list = field(default_factory=list)  # extra copies of the images shrunk by these factors
     bf16: bool = True
+    tf32: bool = False  # float32 math (bf16 off) may use TF32: cuDNN, cuBLAS and the Triton kernels
     channels_last: bool = True
     backend: str = "torch"  # or "triton"
-    loader: str = "auto"  # or "dali" / "torch"
+    loader: str = "auto"  # or "dali" / "torch" / "device" (the store on the GPU; auto picks it there without DALI)
     loader_workers: int = 2
     log_every: int = 10
     val_every: int = 500  # 0: only at the end
     checkpoint_every: int = 100
+    checkpoint_minutes: float | None = None  # also checkpoint when this much time passed since the last
+    max_minutes: float | None = None  # stop (and write the model) after this much training time
     keep_checkpoints: int = 2
     seed: int = 0
     output_dir: str = "runs/demo"
@@ -100,7 +103,7 @@ class Config:
     def __post_init__(self):
         """Types and ranges, so a typo fails at start-up with one line and not mid-run."""
         choices = {"sampling": ("random", "fixed"), "clip": ("adjustable", "norm", "none"),
-                   "backend": ("torch", "triton"), "loader": ("auto", "dali", "torch"),
+                   "backend": ("torch", "triton"), "loader": ("auto", "dali", "torch", "device"),
                    "loss": ("sse_mean", "sse_sum")}  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -115,11 +118,13 @@ class Config:
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise InputError(f"config: {key} = {v!r}; expected an integer >= {low}")
-        for key in ("lr", "lr_gamma", "momentum", "weight_decay", "clip_theta"):
+        for key in ("lr", "lr_gamma", "momentum", "weight_decay", "clip_theta", "checkpoint_minutes", "max_minutes"):
             v = getattr(self, key)
+            if v is None and key in ("checkpoint_minutes", "max_minutes"):
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise InputError(f"config: {key} = {v!r}; expected a number >= 0")
-        for key in ("rotate", "bf16", "channels_last", "debug_ranks"):
+        for key in ("rotate", "bf16", "tf32", "channels_last", "debug_ranks"):
             if not isinstance(getattr(self, key), bool):
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected true or false")
         for key in ("data", "val_data"):
@@ -146,7 +151,7 @@ def load_config(args: argparse.Namespace) -> Config:
         raise InputError(f"{path}: unknown keys {sorted(unknown)}")
     if "output_dir" not in values:
         values["output_dir"] = f"runs/{path.stem}"
-    for key in ("data", "val_data", "scales", "epochs", "max_steps", "output_dir", "backend", "loader", "seed", "depth", "batch_size", "lr", "clip", "clip_theta", "bf16", "channels_last"):
+    for key in ("data", "val_data", "scales", "epochs", "max_steps", "output_dir", "backend", "loader", "seed", "depth", "batch_size", "lr", "clip", "clip_theta", "bf16", "tf32", "channels_last"):
         v = getattr(args, key, None)
         if v is not None:
             values[key] = v
@@ -172,7 +177,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="continue from the latest checkpoint in --output-dir, or from the checkpoint folder given",
     )  # fmt: skip
     ap.add_argument("--backend", choices=["torch", "triton"])
-    ap.add_argument("--loader", choices=["auto", "dali", "torch"])
+    ap.add_argument("--loader", choices=["auto", "dali", "torch", "device"])
     ap.add_argument("--seed", type=int)
     ap.add_argument("--depth", type=int)
     ap.add_argument("--batch-size", dest="batch_size", type=int)
@@ -180,6 +185,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--clip", choices=["adjustable", "norm", "none"])
     ap.add_argument("--clip-theta", dest="clip_theta", type=float)
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None, help="float32 math may use TF32 (with --no-bf16)")
     ap.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--world-size", type=int, help="fail unless exactly this many processes run")
     ap.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override any recipe key")
@@ -311,12 +317,44 @@ def plot_curves(history: dict, bicubic: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def validate(model, datasets, scales, device) -> dict:
-    """{dataset: {scale: {psnr, ssim, images}}} with the evaluation code of `vdsr eval` (float32 forward)."""
+def set_tf32(on: bool) -> None:
+    """Whether float32 math may use TF32: cuDNN, cuBLAS, and the Triton kernels (via torch's
+    float32 matmul precision)."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = on
+    torch.set_float32_matmul_precision("high" if on else "highest")
+
+
+def validate(model, datasets, scales, device, tf32: bool = False) -> dict:
+    """{dataset: {scale: {psnr, ssim, images}}} with the evaluation code of `vdsr eval` (float32
+    forward, TF32 off whatever the training uses)."""
     model.eval()
-    report = evaluate(datasets, scales, vdsr_method(model), "vdsr", device, progress=False)
-    model.train()
+    set_tf32(False)
+    try:
+        report = evaluate(datasets, scales, vdsr_method(model), "vdsr", device, progress=False)
+    finally:
+        set_tf32(tf32)
+        model.train()
     return report.summary()
+
+
+def train_step(model, optimizer, accelerator: Accelerator, cfg: Config, lr_in, hr, lr: float, world: int) -> torch.Tensor:
+    """One SGD step on a batch; returns the loss as a device tensor (detached).
+
+    No host synchronisation: nothing here reads a device value (no ``.item()``, ``bool()``,
+    ``.tolist()`` or ``.cpu()`` on a tensor), so on a GPU the host queues the next step while
+    this one runs. The loop reads the losses, the non-finite check and the SIGTERM flag back
+    together every ``log_every`` steps (tested: ``tests/test_train.py``)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with accelerator.autocast():
+        output = model(lr_in)
+    loss = sse_loss(output, hr, cfg.loss, world)
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        clip_gradients(accelerator, model, cfg, lr)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 def metric(summary: dict, key: str) -> dict:
@@ -332,6 +370,7 @@ def main(argv=None) -> int:
     accelerator = Accelerator(
         mixed_precision="bf16" if cfg.bf16 else "no", log_with="tensorboard", project_dir=str(out)
     )
+    set_tf32(cfg.tf32)
     logging.basicConfig(
         level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s"
     )
@@ -379,7 +418,7 @@ def main(argv=None) -> int:
     raw_model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
 
     # state, resume
-    state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}}}
+    state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}, "time": []}}
     if args.resume:
         path = ckpts.latest() if args.resume == "latest" else Path(args.resume)
         if path is not None and not (path / "train_state.json").is_file():
@@ -405,9 +444,13 @@ def main(argv=None) -> int:
 
     step = state["step"]
     bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_main_process, unit="step", dynamic_ncols=True)
-    window, t_last, t0 = [], time.perf_counter(), time.perf_counter() - state["seconds"]
+    t_last, t0 = time.perf_counter(), time.perf_counter() - state["seconds"]
+    t_ckpt = t_last
     patch_digest = hashlib.sha256()
     last_val = (None, {})  # (step, summary) of the latest validation: the final one is not run twice
+    # read back only at read points (every log_every steps, and before a validation or a
+    # checkpoint): the summed loss, the count of non-finite losses, and the SIGTERM flag
+    loss_sum, n_bad, n_window = torch.zeros((), device=device), torch.zeros((), device=device), 0
     model.train()
     exit_code = 0
     while step < total_steps:
@@ -416,47 +459,58 @@ def main(argv=None) -> int:
             if i < skip:
                 continue  # resuming mid-epoch: the same draws, already trained on
             if cfg.debug_ranks:
-                patch_digest.update(hr.cpu().numpy().tobytes())
+                patch_digest.update(hr.cpu().numpy().tobytes())  # testing only (a host sync)
             if cfg.channels_last:
                 lr_in = lr_in.contiguous(memory_format=torch.channels_last)
-            lr = lr_at(cfg, step, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-            # ---- the step
-            with accelerator.autocast():
-                output = model(lr_in)
-            loss = sse_loss(output, hr, cfg.loss, world)
             if cfg.inject_nan_at is not None and step == cfg.inject_nan_at:
-                loss = loss * float("nan")
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                clip_gradients(accelerator, model, cfg, lr)
-            flags = torch.tensor([float(not torch.isfinite(loss)), float(stop["sigterm"])], device=device)
-            flags = accelerator.reduce(flags, "sum")  # every rank takes the same decision
-            if flags[0] > 0:
-                last = ckpts.latest()
-                log.error("non-finite loss at step %d: stopping. Last good checkpoint: %s", step, last or "none")
-                exit_code = 1
-                break
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                hr = hr * float("nan")  # testing: a non-finite loss at this step
+            lr = lr_at(cfg, step, steps_per_epoch)
+            loss = train_step(model, optimizer, accelerator, cfg, lr_in, hr, lr, world)
+            loss_sum += loss
+            n_bad += ~torch.isfinite(loss)
             step += 1
+            n_window += 1
             state["patches_seen"] += cfg.batch_size
             bar.update(1)
+            val_due = bool(val_sets) and ((cfg.val_every and step % cfg.val_every == 0) or step == total_steps)
+            ckpt_due = step % cfg.checkpoint_every == 0 or step == total_steps
+            if not (step % cfg.log_every == 0 or step == total_steps or val_due or ckpt_due):
+                continue
 
-            # ---- logging, validation, checkpoints
-            window.append(loss.item())
-            if step % cfg.log_every == 0 or step == total_steps:
-                mean = sum(window) / len(window)
-                now = time.perf_counter()
-                rate = len(window) * cfg.batch_size / (now - t_last)
-                window, t_last = [], now
-                state["history"]["loss"].append((step, mean))
-                accelerator.log({"loss": mean, "lr": lr, "patches_per_s": rate}, step=step)
-                bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.0e}", patches_s=f"{rate:.0f}")
-            if val_sets and ((cfg.val_every and step % cfg.val_every == 0) or step == total_steps):
-                last_val = (step, validate(raw_model, val_sets, cfg.scales, device))
+            # ---- a read point: the one host synchronisation of the last n_window steps
+            clock = time.perf_counter()
+            host = [float(stop["sigterm"]),
+                    float(cfg.checkpoint_minutes is not None and clock - t_ckpt >= 60 * cfg.checkpoint_minutes),
+                    float(cfg.max_minutes is not None and clock - t0 >= 60 * cfg.max_minutes)]  # fmt: skip
+            flags = torch.cat([torch.stack([loss_sum, n_bad]), torch.tensor(host, device=device)])
+            total_loss, bad, term, ckpt_time, out_of_time = accelerator.reduce(flags, "sum").tolist()  # all ranks alike
+            if bad > 0:
+                last = ckpts.latest()
+                log.error("non-finite loss in steps %d to %d: stopping. Last good checkpoint: %s",
+                          step - n_window + 1, step, last or "none")  # fmt: skip
+                exit_code = 1
+                break
+            mean = total_loss / (n_window * world)
+            now = time.perf_counter()
+            rate = n_window * cfg.batch_size / (now - t_last)
+            t_last = now
+            loss_sum.zero_(), n_bad.zero_()
+            n_window = 0
+            state["history"]["loss"].append((step, mean))
+            state["history"].setdefault("time", []).append((step, round(now - t0, 3)))  # training seconds at this step
+            accelerator.log({"loss": mean, "lr": lr, "patches_per_s": rate}, step=step)
+            bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.0e}", patches_s=f"{rate:.0f}")
+
+            if out_of_time > 0 and step < total_steps:  # max_minutes: end here as if this were the last step
+                log.warning("max_minutes = %g reached at step %d of %d: stopping, writing the model",
+                            cfg.max_minutes, step, total_steps)  # fmt: skip
+                state["stopped_early"] = f"max_minutes at step {step} of {total_steps}"
+                total_steps = step
+                val_due, ckpt_due = bool(val_sets), True
+
+            # ---- validation, checkpoints
+            if val_due:
+                last_val = (step, validate(raw_model, val_sets, cfg.scales, device, cfg.tf32))
                 psnr = metric(last_val[1], "psnr")
                 for name, by in psnr.items():
                     for s, v in by.items():
@@ -465,9 +519,10 @@ def main(argv=None) -> int:
                 log.info("step %d: validation PSNR %s", step, psnr)
                 t_last = time.perf_counter()  # validation time is not training throughput
             state["step"], state["seconds"] = step, time.perf_counter() - t0
-            if step % cfg.checkpoint_every == 0 or step == total_steps or flags[1] > 0:
+            if ckpt_due or term > 0 or ckpt_time > 0:
                 ckpts.save(accelerator, state)
-            if flags[1] > 0:
+                t_last = t_ckpt = time.perf_counter()
+            if term > 0:
                 log.warning("SIGTERM: checkpoint saved at step %d; continue with --resume", step)
                 exit_code = 143
                 break
@@ -492,13 +547,14 @@ def main(argv=None) -> int:
         )  # fmt: skip
         final = last_val[1] if last_val[0] == step else {}
         if val_sets and not final:  # e.g. resumed from the last step
-            final = validate(raw_model, val_sets, cfg.scales, device)
+            final = validate(raw_model, val_sets, cfg.scales, device, cfg.tf32)
         summary = {
             "world_size": world,
             "steps": step,
             "patches_seen": state["patches_seen"],
             "seconds": round(seconds, 1),
             "patches_per_s": round(state["patches_seen"] / seconds, 1) if seconds > 0 else None,
+            "stopped_early": state.get("stopped_early"),
             "final_psnr": metric(final, "psnr"),
             "final_ssim": metric(final, "ssim"),
             "bicubic_psnr": bicubic,

@@ -248,3 +248,46 @@ def test_training_images_from_shared_data(shared_data):
     assert any("t20.png" in str(w.message) for w in caught)
     grid = PatchSampler(store.sizes, mode="fixed", fixed_count=2490, seed=0)
     assert grid.grid_count == 13678 and len(grid.grid) == 2490 and len(grid) == 2490 // 64
+
+
+@pytest.mark.parametrize("mode", ["random", "fixed"])
+def test_device_stream_equals_the_torch_loader(folder, mode):
+    """The device-resident stream (run here on the CPU by the same code path) gives the torch
+    loader's batches: HR bit for bit, the scales equal, LR within float32 rounding; also across
+    epochs, flips and transposes."""
+    from vdsr.data import DevicePatchStream
+
+    store = load_store([folder], CROP)
+    batch = 8 if mode == "random" else 2  # the fixed grid of these small images has 5 patches
+    sampler = PatchSampler(store.sizes, batch_size=batch, mode=mode, patches_per_epoch=48, rotate=True, seed=3)
+    stream = make_loader(store, sampler, "device", "cpu")
+    assert isinstance(stream, DevicePatchStream) and len(stream) == len(sampler)
+    assert stream.store.nbytes == 4 * sum(h * w for h, w in store.sizes)
+    for epoch in (0, 1):
+        ref = list(make_loader(store, sampler, "torch").epoch(epoch))
+        got = list(stream.epoch(epoch))
+        assert len(got) == len(ref) == len(sampler)
+        for (l0, h0, s0), (l1, h1, s1) in zip(ref, got):
+            assert h1.shape == (batch, 1, PATCH, PATCH) and l1.dtype == torch.float32
+            assert torch.equal(h0, h1) and torch.equal(s0, s1)
+            assert (l0 - l1).abs().max().item() <= 1e-6
+    assert any(d.transpose.any() for d in sampler.epoch(0)) and any(d.flip_h.any() for d in sampler.epoch(0))
+
+
+def test_device_stream_gather_is_the_dihedral_augmentation():
+    """Crops gathered in index space equal numpy slicing + flips + transpose, for all 8 elements."""
+    from vdsr.data import ImageStore
+    from vdsr.data.device_stream import DeviceStore, draw_table, gather_crops
+
+    rng = np.random.default_rng(0)
+    store = ImageStore([rng.random((130, 140), dtype=np.float32), rng.random((135, 130), dtype=np.float32)],
+                       [Path("a.png"), Path("b.png")])  # fmt: skip
+    n = 8
+    bits = np.arange(n)
+    draws = Draws(image=bits % 2, y=np.full(n, 20), x=np.full(n, 21), scale=np.array([2, 3, 4, 2, 3, 4, 2, 3]),
+                  flip_h=(bits & 1) > 0, flip_v=(bits & 2) > 0, transpose=(bits & 4) > 0)  # fmt: skip
+    table, groups = draw_table(draws, CROP)
+    assert [g[0] for g in groups] == [2, 3, 4] and groups[-1][2] == n
+    crops = gather_crops(DeviceStore(store, "cpu"), torch.from_numpy(table), CROP)
+    ref = torch_crops(store, draws, CROP)[table[:, -1]]  # the table is sorted by scale
+    assert torch.equal(crops, ref)

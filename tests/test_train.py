@@ -271,3 +271,82 @@ def test_add_downsized_copies():
     assert shapes == [(100, 120), (60, 200), (70, 84), (42, 140), (50, 60)]
     assert [p.name for p in store.paths[2:]] == ["a@0.7.png", "b@0.7.png", "a@0.5.png"]
     assert all(0 <= im.min() and im.max() <= 1 and im.dtype == np.float32 for im in store.images)
+
+
+SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
+
+
+def record_syncs(monkeypatch, calls: list, only_from: str | None = None) -> None:
+    """Record every host read of a tensor (``.item()``, ``.tolist()``, ``bool()``, ...), by name;
+    with ``only_from``, only the calls made from that file."""
+    for name in SYNC_METHODS:
+        orig = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _name=name, _orig=orig, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            if only_from is None or caller.endswith(only_from):
+                calls.append((_name, sys._getframe(1).f_lineno))
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+
+
+@pytest.mark.parametrize("clip", ["adjustable", "norm"])
+def test_train_step_never_reads_a_device_value(monkeypatch, clip):
+    """The step (forward, loss, backward, clipping, SGD) reads no tensor back to the host: on a
+    GPU nothing in it synchronises. (On a GPU: torch.cuda.set_sync_debug_mode counts the same.)"""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from vdsr.model import VDSR
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        acc = Accelerator(cpu=True, mixed_precision="bf16")
+        model = VDSR(4, 8).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        model, opt = acc.prepare(model, opt)
+        cfg = train.Config(depth=4, channels=8, clip=clip, clip_theta=1e-3 if clip == "adjustable" else 0.4)
+        lr_in = torch.rand(4, 1, 41, 41).contiguous(memory_format=torch.channels_last)
+        hr = lr_in + 0.05 * torch.randn_like(lr_in)
+        before = [p.detach().clone() for p in model.parameters()]
+        calls: list = []
+        record_syncs(monkeypatch, calls)
+        losses = [train.train_step(model, opt, acc, cfg, lr_in, hr, 0.1, 1) for _ in range(3)]
+        monkeypatch.undo()
+        assert calls == [], calls
+        assert all(l.dim() == 0 and torch.isfinite(l) for l in losses)
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it did train
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_the_loop_reads_back_only_at_log_points(tiny, tmp_path, monkeypatch):
+    """12 steps, log_every 4, no checkpoint or validation in between: train.py reads device
+    values back 3 times (one .tolist() per read point), never per step."""
+    calls: list = []
+    record_syncs(monkeypatch, calls, only_from=str(REPO / "launch" / "train.py"))
+    argv = ["--config", str(tiny), "--output-dir", str(tmp_path / "r"), "--max-steps", "12",
+            "--set", "log_every=4", "checkpoint_every=1000"]  # fmt: skip
+    assert run_main(argv) == 0
+    monkeypatch.undo()
+    assert [name for name, _ in calls] == ["tolist"] * 3, calls
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert [s for s, _ in history["loss"]] == [4, 8, 12]
+
+
+def test_a_non_finite_loss_stops_within_log_every_and_no_checkpoint_after_it(tiny, tmp_path, caplog):
+    """The NaN at step 7 (of 1-based steps) is read back at step 8 (log_every 4); the checkpoint
+    of step 6 (checkpoint_every 3) stays the last one: nothing was saved after the NaN."""
+    from vdsr.checkpoint import load_weights
+
+    out = tmp_path / "nan"
+    argv = ["--config", str(tiny), "--output-dir", str(out),
+            "--set", "log_every=4", "checkpoint_every=3", "inject_nan_at=6"]  # fmt: skip
+    with caplog.at_level("ERROR", logger="vdsr.train"):
+        assert run_main(argv) == 1
+    assert "non-finite loss in steps 7 to 8" in caplog.text
+    ckpts = train.Checkpoints(out, keep=2)
+    assert [p.name for p in ckpts.whole()] == ["step-0000003", "step-0000006"]
+    model = load_weights(ckpts.latest() / "model.safetensors")
+    assert all(torch.isfinite(p).all() for p in model.parameters())

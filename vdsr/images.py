@@ -20,7 +20,7 @@ from .errors import InputError
 
 __all__ = ["IMAGE_EXTENSIONS", "find_images", "read_image", "write_image"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def find_images(folder: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:

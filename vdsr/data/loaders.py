@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .device_stream import DevicePatchStream
 from .patches import Draws, PatchSampler, default_degrade, synthesize
 from .store import ImageStore
 
@@ -195,17 +196,29 @@ class PatchLoader:
 
 def make_loader(
     store: ImageStore, sampler: PatchSampler, loader: str = "auto", device="cpu", threads: int = 2
-) -> PatchLoader:
-    """A :class:`PatchLoader`; ``loader="auto"`` takes DALI where it imports, else PyTorch (warned)."""
+) -> PatchLoader | DevicePatchStream:
+    """The executor of the sampler's draws, all with ``epoch(e) -> iterator of (lr, hr, scale)``.
+
+    ``loader``: ``"dali"``, ``"torch"``, ``"device"`` (:class:`DevicePatchStream`: the store on
+    the device, batches built there), or ``"auto"``: DALI where it imports; otherwise the device
+    stream on a GPU and the PyTorch loader on the CPU (with a one-line note that DALI is missing).
+    """
+    if loader not in ("auto", "dali", "torch", "device"):
+        raise ValueError(f"loader must be auto, dali, torch or device, got {loader!r}")
     if loader == "auto":
         ok, why = dali_available()
-        if not ok:
-            warnings.warn(f"NVIDIA DALI is not available ({why}); using the PyTorch loader", stacklevel=2)
-        loader = "dali" if ok else "torch"
+        if ok:
+            loader = "dali"
+        else:
+            loader = "device" if torch.device(device).type == "cuda" else "torch"
+            what = "device-resident stream" if loader == "device" else "PyTorch loader"
+            warnings.warn(f"NVIDIA DALI is not available ({why}); using the {what}", stacklevel=2)
     elif loader == "dali":
         ok, why = dali_available()
         if not ok:
             from ..errors import InputError
 
             raise InputError(f"--loader dali: NVIDIA DALI cannot be imported ({why})")
+    if loader == "device":
+        return DevicePatchStream(store, sampler, device)
     return PatchLoader(store, sampler, loader, device, threads)

@@ -66,9 +66,10 @@ def crop_origin(pos, scale):
     return (pos // scale) * scale - margin(scale)
 
 
-def position_range(length: int, scale: int, crop: int) -> tuple[int, int]:
-    """Inclusive range of patch positions along a side of ``length`` whose crop fits inside."""
-    lo = margin(scale)  # crop_origin(lo) == 0
+def position_range(length, scale, crop: int):
+    """Inclusive range of patch positions along a side of ``length`` whose crop fits inside
+    (ints, or numpy arrays that broadcast)."""
+    lo = margin(scale) + 0 * length  # crop_origin(lo) == 0
     hi = ((length - crop + margin(scale)) // scale) * scale + scale - 1
     return lo, hi
 
@@ -188,12 +189,11 @@ class PatchSampler:
             image, y, x = mine[:, 0], mine[:, 1], mine[:, 2]
         else:
             image = rng.choice(len(self.sizes), n, p=self.image_p)
-            y, x = np.empty(n, np.int64), np.empty(n, np.int64)
-            for k in range(n):
-                h, w = self.sizes[image[k]]
-                s = int(scale[k])
-                y[k] = rng.integers(*np.add(position_range(h, s, self.crop), (0, 1)))
-                x[k] = rng.integers(*np.add(position_range(w, s, self.crop), (0, 1)))
+            hw = np.array(self.sizes, dtype=np.int64)[image]  # n x 2
+            lo, hi = position_range(hw, scale[:, None], self.crop)
+            # one call, drawing y0, x0, y1, x1, ...: the same numbers as a loop of scalar draws
+            yx = rng.integers(lo, hi + 1)
+            y, x = yx[:, 0], yx[:, 1]
         for start in range(0, n, b):
             sl = slice(start, start + b)
             yield Draws(image[sl], y[sl], x[sl], scale[sl], flip_h[sl], flip_v[sl], transpose[sl])

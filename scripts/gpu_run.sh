@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# One command for a lent GPU machine (H100/H200: python3 with torch 2.11 + triton 3.6, no DALI,
+# no network): measures everything GPU-side in one call, in about 6 minutes, writing as it goes.
+#
+#   bash scripts/gpu_run.sh [--out DIR] [--data DIR] [--recipe NAME|FILE] [--train-minutes M]
+#   bash scripts/gpu_run.sh --dry-run      # the same steps at toy sizes on the CPU (CI runs it)
+#
+# Parts (each with its own time limit; a failed part is reported and the others still run):
+#   install        pip install --no-deps --no-build-isolation -e .
+#   parity         the kernel parity tests, compiled (TRITON_INTERPRET=0; one config per kernel)
+#   bench_kernels  launch/bench_kernels.py            -> OUT/benchmarks/kernels-<device>.json/.md
+#   bench_train    launch/bench_train.py (torch and triton backends, bf16 and TF32; the device
+#                  stream on T91 + BSD200)            -> OUT/benchmarks/train-<device>.json
+#   train          launch/train.py --config RECIPE, checkpointing every minute, stopping at
+#                  --train-minutes with the model written   -> OUT/run/
+#   eval           vdsr eval on Set5 and Set14 of that model -> OUT/run/eval.json
+# The images come from --data (default: gpu_data/, made by scripts/pack_gpu_data.py and named in
+# the device call's carry; else ../shared/data): T91/, BSD200/, Set5/, Set14/.
+# Writes under $OUT (the device tool's output folder) or --out; prints a summary table at the
+# end and exits 1 if any part failed.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DRY=0
+OUTDIR="${OUT:-$ROOT/outputs/gpu_run}"
+DATA=""
+RECIPE="paper-long"
+TRAIN_MIN="2.5"
+COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --dry-run) DRY=1 ;;
+        --out) OUTDIR="$2"; shift ;;
+        --data) DATA="$2"; shift ;;
+        --recipe) RECIPE="$2"; shift ;;
+        --train-minutes) TRAIN_MIN="$2"; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "gpu_run: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [[ -z "$DATA" ]]; then
+    if [[ -d "$ROOT/gpu_data/T91" ]]; then DATA="$ROOT/gpu_data"; else DATA="$ROOT/../shared/data"; fi
+fi
+for d in T91 BSD200 Set5 Set14; do
+    [[ -d "$DATA/$d" ]] || { echo "gpu_run: error: $DATA/$d: no such folder (scripts/pack_gpu_data.py makes gpu_data/)" >&2; exit 2; }
+done
+if ! [[ "$TRAIN_MIN" =~ ^[0-9]+([.][0-9]+)?$ ]] || [[ "$TRAIN_MIN" == 0 ]]; then
+    echo "gpu_run: error: --train-minutes $TRAIN_MIN: expected a number > 0" >&2; exit 2
+fi
+mkdir -p "$OUTDIR/logs" "$OUTDIR/benchmarks" || { echo "gpu_run: error: $OUTDIR: cannot create" >&2; exit 2; }
+
+if [[ $DRY == 1 ]]; then
+    bash "$ROOT/scripts/setup.sh"
+    PY="${PYTHON:-$ROOT/.venv/bin/python}"
+    export TRITON_INTERPRET=1
+else
+    PY="${PYTHON:-python3}"
+    export TRITON_INTERPRET=0
+fi
+VDSR="$PY -m vdsr.cli"
+export PYTHONUNBUFFERED=1
+
+SUMMARY=()
+FAILED=0
+T_START=$(date +%s)
+part() {  # part NAME LIMIT_SECONDS COMMAND...: run, log to OUT/logs/NAME.log, record the outcome
+    local name="$1" limit="$2"
+    shift 2
+    local t0 rc
+    t0=$(date +%s)
+    echo "== $name (limit ${limit}s): $*" | tee "$OUTDIR/logs/$name.log"
+    timeout -k 10 "$limit" "$@" >>"$OUTDIR/logs/$name.log" 2>&1
+    rc=$?
+    local secs=$(( $(date +%s) - t0 ))
+    local status="ok"
+    if [[ $rc == 124 || $rc == 137 ]]; then status="TIMEOUT"; elif [[ $rc != 0 ]]; then status="FAILED (exit $rc)"; fi
+    [[ $status == ok ]] || FAILED=1
+    tail -n 4 "$OUTDIR/logs/$name.log" | sed 's/^/   /'
+    SUMMARY+=("$(printf '%-14s %-18s %6ss  logs/%s.log' "$name" "$status" "$secs" "$name")")
+}
+
+if [[ $DRY == 1 ]]; then
+    part install 300 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
+    part parity 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_parity_conv.py -k "parity_conv_first or float32_precisions"
+    part bench_kernels 300 "$PY" launch/bench_kernels.py --smoke --repeats 1 --out "$OUTDIR/benchmarks"
+    part bench_train 300 "$PY" launch/bench_train.py --depth 4 --steps 3 --precisions bf16 --log-every 2 \
+        --config paper --data "$DATA/T91" --loader device --json "$OUTDIR/benchmarks/train-dry-run.json"
+    part train 300 "$PY" launch/train.py --config paper --data "$DATA/T91" --val-data "$DATA/Set5" \
+        --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps 6 \
+        --set channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001 max_minutes=5
+    part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
+        --json "$OUTDIR/run/eval.json" --device cpu
+else
+    "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || { echo "gpu_run: error: no CUDA device (use --dry-run on the CPU)" >&2; exit 2; }
+    DEV=$("$PY" -c "import re, torch; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))")
+    TRAIN_LIMIT=$("$PY" -c "print(int(60 * $TRAIN_MIN + 120))")
+    part install 120 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
+    part parity 120 env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests -k parity
+    part bench_kernels 150 "$PY" launch/bench_kernels.py --repeats 20 --compile-mode "$COMPILE_MODE" --out "$OUTDIR/benchmarks"
+    part bench_train 120 "$PY" launch/bench_train.py --config paper --data "$DATA/T91" "$DATA/BSD200" --loader device \
+        --steps 100 --loop-steps 300 --json "$OUTDIR/benchmarks/train-$DEV.json"
+    part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
+        --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
+        --set checkpoint_minutes=1 "max_minutes=$TRAIN_MIN"
+    part eval 120 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
+        --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
+fi
+
+echo
+echo "gpu_run summary ($([[ $DRY == 1 ]] && echo 'dry run, CPU' || echo "$DEV")), $(( $(date +%s) - T_START ))s in all, output in $OUTDIR:"
+printf '%s\n' "${SUMMARY[@]}" | tee "$OUTDIR/summary.txt"
+exit $FAILED

@@ -1,0 +1,82 @@
+"""Pack the benchmark and training images for a GPU machine call (which carries at most 64 MiB).
+
+    python scripts/pack_gpu_data.py [--src ../shared/data] [--out gpu_data]
+
+T91 and BSD200 (the 291 training images, 61.5 MB as PNG) become lossless WebP (about two
+thirds of the size; every file decoded back and checked pixel for pixel against its PNG); Set5
+and Set14 are copied as PNG (WebP has no greyscale mode and Set14's bridge is greyscale; the
+test sets must stay byte-identical anyway). ``gpu_data/`` is git-ignored: name it in the device
+call's ``carry``. Prints the sizes; exit status 1 if a file would not round-trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def to_webp(src: Path, dst: Path) -> tuple[str, int, int, bool]:
+    """Lossless WebP of an RGB image (else a PNG copy); returns (name, in bytes, out bytes, exact)."""
+    with Image.open(src) as im:
+        im.load()
+        mode = im.mode
+        pixels = np.asarray(im)
+    if mode != "RGB":
+        dst = dst.with_suffix(src.suffix)
+        shutil.copyfile(src, dst)
+        return src.name, src.stat().st_size, dst.stat().st_size, True
+    tmp = dst.with_name(dst.name + ".tmp")
+    Image.fromarray(pixels).save(tmp, format="WEBP", lossless=True, quality=100, method=4)
+    with Image.open(tmp) as back:
+        exact = back.mode == "RGB" and np.array_equal(np.asarray(back.convert("RGB")), pixels)
+    tmp.replace(dst)
+    return src.name, src.stat().st_size, dst.stat().st_size, exact
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=ROOT / "gpu_data")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    for name in ("Set5", "Set14", "T91", "BSD200"):
+        if not (args.src / name).is_dir():
+            print(f"pack_gpu_data: error: {args.src / name}: no such folder", file=sys.stderr)
+            return 2
+    total_in = total_out = 0
+    bad = []
+    for name in ("Set5", "Set14"):
+        dst = args.out / name
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in sorted((args.src / name).glob("*.png")):
+            shutil.copyfile(f, dst / f.name)
+            total_in += f.stat().st_size
+            total_out += f.stat().st_size
+    for name in ("T91", "BSD200"):
+        dst = args.out / name
+        dst.mkdir(parents=True, exist_ok=True)
+        files = sorted((args.src / name).glob("*.png"))
+        with ProcessPoolExecutor(args.workers) as pool:
+            for fname, n_in, n_out, exact in pool.map(to_webp, files, [dst / (f.stem + ".webp") for f in files]):
+                total_in += n_in
+                total_out += n_out
+                if not exact:
+                    bad.append(f"{name}/{fname}")
+        print(f"{name}: {len(files)} images", file=sys.stderr)
+    print(f"{args.out}: {total_out / 2**20:.1f} MiB (from {total_in / 2**20:.1f} MiB of PNG)")
+    if bad:
+        print(f"pack_gpu_data: error: not bit-exact after WebP: {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
