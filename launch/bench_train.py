@@ -16,7 +16,9 @@ only; ``fp32`` on the CPU):
    ``max(--steps, --loop-steps)`` steps, its rate taken from the training clock between the
    first read point past warm-up and the end.
 
-Prints patches/s of each, the loop's share of the bare step (goal >= 90%), the model's TFLOP/s
+On CUDA it also counts the host synchronisations inside ``train.train_step`` with
+``torch.cuda.set_sync_debug_mode("warn")`` (goal: 0). Prints patches/s of each, the loop's
+share of the bare step (goal >= 90%), the model's TFLOP/s
 (forward + backward = 3x the forward's multiply-adds) and its share of the bf16 matmul rate
 measured in the same run; writes JSON. On a GPU, pass the training images (``--data``) and
 ``--config paper`` for the paper's data; the default is the demo recipe's photos.
@@ -126,6 +128,40 @@ def loop_patches_per_s(steps: int, backend: str, precision: str, args) -> dict:
     return {"patches_per_s": rate, "patches_per_s_with_warmup": summary["patches_per_s"], "steps": steps}
 
 
+def host_syncs_per_step(backend: str, precision: str, steps: int = 5) -> float:
+    """Host synchronisations inside ``train.train_step`` on CUDA, counted by
+    ``torch.cuda.set_sync_debug_mode("warn")`` over ``steps`` steps after warm-up (goal: 0)."""
+    import warnings
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+    train.set_tf32(precision == "tf32")
+    model = VDSR(backend=backend).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model, opt = acc.prepare(model, opt)
+    cfg = train.Config(backend=backend, bf16=precision == "bf16", tf32=precision == "tf32")
+    lr_in = torch.rand(64, 1, 41, 41, device="cuda").contiguous(memory_format=torch.channels_last)
+    hr = lr_in + 0.01 * torch.randn_like(lr_in)
+    for _ in range(3):
+        train.train_step(model, opt, acc, cfg, lr_in, hr, 0.1, 1)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                train.train_step(model, opt, acc, cfg, lr_in, hr, 0.1, 1)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    train.set_tf32(False)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return sum("synchroniz" in str(w.message) for w in caught) / steps
+
+
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
@@ -167,6 +203,7 @@ def main(argv=None) -> int:
             bare = bare_patches_per_s(args.steps, device, backend, precision, args.depth)
             loop = loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args)
             tflops = bare * per_patch / 1e12
+            syncs = host_syncs_per_step(backend, precision) if device == "cuda" else None
             rows.append({
                 "backend": backend, "precision": precision,
                 "bare_step_patches_per_s": round(bare, 1),
@@ -175,11 +212,13 @@ def main(argv=None) -> int:
                 "loop_share_of_bare": round(loop["patches_per_s"] / bare, 3),
                 "bare_step_tflops": round(tflops, 3),
                 "bare_step_share_of_bf16_matmul": round(tflops / peak, 3),
+                "host_syncs_per_train_step": syncs,  # CUDA only (set_sync_debug_mode); the CPU test checks by construction
             })  # fmt: skip
             r = rows[-1]
             print(f"{backend:>6} {precision:>4}: bare step {bare:9.1f} patches/s ({tflops:.2f} TFLOP/s, "
                   f"{100 * tflops / peak:.1f}% of bf16 matmul) | train.py loop {loop['patches_per_s']:9.1f} "
-                  f"= {100 * r['loop_share_of_bare']:.1f}% of the bare step", flush=True)  # fmt: skip
+                  f"= {100 * r['loop_share_of_bare']:.1f}% of the bare step"
+                  + (f" | {syncs:g} host syncs per step" if syncs is not None else ""), flush=True)  # fmt: skip
     result = {
         "device": name,
         "torch": torch.__version__,
