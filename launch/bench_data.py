@@ -12,7 +12,6 @@ alternation over ``--rounds`` rounds, so they see the same machine. Prints a tab
 
 from __future__ import annotations
 
-import argparse
 import logging
 import platform
 import statistics
@@ -26,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vdsr.atomic import write_json  # noqa: E402
+from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.data import PatchSampler, crop_size, load_store, make_loader  # noqa: E402
 
 
@@ -39,18 +39,19 @@ def per_batch_seconds(loader, epoch: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", required=True, metavar="DIR")
     ap.add_argument("--loader", nargs="+", choices=["dali", "torch"], default=["dali", "torch"])
-    ap.add_argument("--batches", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
+    ap.add_argument("--batches", type=number(int, 1), default=200)
+    ap.add_argument("--rounds", type=number(int, 1), default=2)
+    ap.add_argument("--batch-size", type=number(int, 1, 65535), default=64)
+    ap.add_argument("--scales", nargs="+", type=number(int, 2, 16), default=[2, 3, 4])
     ap.add_argument("--rotate", action="store_true")
-    ap.add_argument("--workers", type=int, default=2, help="DALI worker processes")
+    ap.add_argument("--workers", type=number(int, 1, 256), default=2, help="DALI worker processes")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    ap.check_output(args.json)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     t = time.perf_counter()

@@ -25,7 +25,6 @@ times that are NOT performance figures (``outputs/bench-kernels-smoke.json``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -47,6 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 import kernels.resize as kresize  # noqa: E402
 from kernels.stack import pack_layers, vdsr_forward  # noqa: E402
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
+from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.evaluate import degrade as degrade_reference  # noqa: E402
 from vdsr.model import VDSR  # noqa: E402
 
@@ -274,13 +274,14 @@ def markdown(device: str, env: dict, fwd: list[dict], rs: list[dict], smoke: boo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny sizes in the Triton interpreter, parity only")
-    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--repeats", type=number(int, 1, 10000), default=None)
     ap.add_argument("--out", default=None, help="output folder (default: benchmarks/, or outputs/ for --smoke)")
     ap.add_argument("--compile-mode", default="max-autotune", choices=["max-autotune", "default", "none"],
                     help="torch.compile mode of the compiled row (none: no such row); max-autotune takes minutes")
     args = ap.parse_args()
+    ap.check_output(args.out, folder=True)
 
     if args.smoke:
         device, repeats = "cpu", args.repeats or 2

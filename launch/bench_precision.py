@@ -13,7 +13,6 @@ On a 2-core CPU one bf16 run takes about 6 minutes and one float32 run about 23.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
@@ -29,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vdsr.atomic import write_json  # noqa: E402
+from vdsr.cliargs import ArgParser, number  # noqa: E402
 
 
 def run(precision: str, seed: int, args) -> dict:
@@ -50,16 +50,18 @@ def run(precision: str, seed: int, args) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="seed")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--lr-step-epochs", type=int, default=5)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--epochs", type=number(int, 1), default=20)
+    ap.add_argument("--lr-step-epochs", type=number(int, 1), default=5)
+    ap.add_argument("--seeds", type=number(int, 0), nargs="+", default=[0, 1])
     ap.add_argument("--val-data", nargs="+", default=[str(REPO.parent / "shared/data/Set5"), str(REPO.parent / "shared/data/Set14")])
     ap.add_argument("--runs", default="runs/precision", help="folder for the training runs")
     ap.add_argument("--rerun", action="store_true", help="train again even where a finished run exists")
     ap.add_argument("--json", default="benchmarks/precision-cpu.json")
     args = ap.parse_args()
+    ap.check_output(args.json)
+    ap.check_output(args.runs, folder=True)
 
     t0 = time.time()
     runs = {p: {s: run(p, s, args) for s in args.seeds} for p in ("bf16", "fp32")}

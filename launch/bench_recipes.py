@@ -24,7 +24,6 @@ patch-steps. On a 2-core CPU one arm of 2,500 steps takes about 25 minutes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import re
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
+from vdsr.cliargs import ArgParser, number  # noqa: E402
 
 ARMS = {
     "theta1e-4": ["clip=adjustable", "clip_theta=0.0001"],
@@ -112,18 +112,18 @@ def plot(results: dict, dataset: str, path: Path, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arms", nargs="+", default=list(ARMS)[:4], choices=list(ARMS))
     ap.add_argument("--config", default="paper", help="base recipe (name or YAML file)")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--lr-step-epochs", type=int, default=5)
-    ap.add_argument("--max-steps", type=int, help="stop every arm here (the schedule still follows --epochs)")
-    ap.add_argument("--val-every", type=int, default=500)
-    ap.add_argument("--checkpoint-every", type=int, default=250)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=number(int, 1), default=20)
+    ap.add_argument("--lr-step-epochs", type=number(int, 1), default=5)
+    ap.add_argument("--max-steps", type=number(int, 1), help="stop every arm here (the schedule still follows --epochs)")
+    ap.add_argument("--val-every", type=number(int, 1), default=500)
+    ap.add_argument("--checkpoint-every", type=number(int, 1), default=250)
+    ap.add_argument("--seed", type=number(int, 0), default=0)
     ap.add_argument("--data", nargs="+", help="training folders (default: the recipe's)")
     ap.add_argument("--val-data", nargs="+", help="validation folders (default: the recipe's: Set5)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more overrides for every arm")
+    ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="more overrides for every arm")
     ap.add_argument("--runs", default="runs/recipes", help="folder for the arms' runs")
     ap.add_argument("--json", help="default: benchmarks/recipes-<device>.json (and .png beside it)")
     args = ap.parse_args(argv)
@@ -131,6 +131,8 @@ def main(argv=None) -> int:
         if getattr(args, v) < 1:
             ap.error(f"--{v.replace('_', '-')} must be >= 1, got {getattr(args, v)}")
     json_path = Path(args.json or REPO / "benchmarks" / f"recipes-{device_label()}.json")
+    ap.check_output(json_path)
+    ap.check_output(args.runs, folder=True)
 
     t0 = time.time()
     results = {name: run_arm(name, args) for name in args.arms}

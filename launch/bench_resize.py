@@ -10,8 +10,6 @@ ratio ours/Pillow (lower is better; goal <= 2), and writes JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
 import time
@@ -22,6 +20,7 @@ import torch
 from PIL import Image
 
 from vdsr.atomic import write_json
+from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.evaluate import luma, modcrop, open_dataset, to_unit
 from vdsr.images import read_image
 from vdsr.resize import imresize
@@ -40,11 +39,12 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "Set14"))
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=number(int, 1, 10000), default=7)
     ap.add_argument("--json", default=str(REPO / "benchmarks" / "resize-cpu.json"))
     args = ap.parse_args()
+    ap.check_output(args.json)
 
     ds = open_dataset(args.data)
     images = [read_image(p) for p in ds.files]

@@ -26,7 +26,6 @@ measured in the same run; writes JSON. On a GPU, pass the training images (``--d
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO / "launch"))
 
 import train  # noqa: E402
 from vdsr.atomic import write_json  # noqa: E402
+from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.model import VDSR  # noqa: E402
 
 
@@ -167,9 +167,9 @@ def device_name(device: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=60, help="timed bare steps (and the minimum loop length)")
-    ap.add_argument("--loop-steps", type=int, default=0, help="train.py steps (default: --steps)")
+    ap = ArgParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=number(int, 1, 10**6), default=60, help="timed bare steps (and the minimum loop length)")
+    ap.add_argument("--loop-steps", type=number(int, 0, 10**7), default=0, help="train.py steps (default: --steps)")
     ap.add_argument("--backends", nargs="+", default=None, choices=["torch", "triton"],
                     help="default: torch and triton on a GPU, torch on the CPU (the interpreter is slow)")  # fmt: skip
     ap.add_argument("--precisions", nargs="+", default=None, choices=["bf16", "tf32", "fp32"],
@@ -177,9 +177,9 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="demo", help="train.py recipe for the loop (its data, unless --data)")
     ap.add_argument("--data", nargs="+", help="training folders for the loop")
     ap.add_argument("--loader", default="auto", choices=["auto", "dali", "torch", "device"])
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--depth", type=int, default=20, help="VDSR depth (20; smaller only for smoke tests)")
-    ap.add_argument("--checkpoint-every", type=int, default=10**9, help="default: only the final checkpoint")
+    ap.add_argument("--log-every", type=number(int, 1), default=10)
+    ap.add_argument("--depth", type=number(int, 3, 1000), default=20, help="VDSR depth (20; smaller only for smoke tests)")
+    ap.add_argument("--checkpoint-every", type=number(int, 1), default=10**9, help="default: only the final checkpoint")
     ap.add_argument("--json", help="default: benchmarks/train-<device>.json")
     args = ap.parse_args(argv)
     for key in ("steps", "log_every", "checkpoint_every", "depth"):
@@ -194,6 +194,7 @@ def main(argv=None) -> int:
         ap.error("--precisions tf32 needs a GPU (the CPU has no TF32)")
     name = device_name(device)
     json_path = Path(args.json or REPO / "benchmarks" / f"train-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.json")
+    ap.check_output(json_path)
 
     peak = matmul_tflops(device)
     per_patch = train_flops_per_patch(args.depth)

@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import hashlib
 import io
-import json
 import os
 import re
 import sys
@@ -40,6 +39,8 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="vdsr-triton-cache-"))
 
 import triton  # noqa: E402
+
+from vdsr.cliargs import ArgParser  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -137,15 +138,14 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", type=int, default=90, choices=sorted(SHARED_LIMIT), help="compute capability (default 90: Hopper)")
     ap.add_argument("--json", type=Path, help="write the rows as JSON here")
     ap.add_argument("--ptx", type=Path, help="also write each kernel's PTX into this folder")
     ap.add_argument("--only", nargs="+", metavar="KERNEL", help="compile only these kernels (e.g. conv_mid)")
     args = ap.parse_args(argv)
-    for p in (args.json, args.ptx):
-        if p is not None and p.exists() and not (p.is_dir() if p is args.ptx else p.is_file()):
-            ap.error(f"{p}: exists and is not a {'folder' if p is args.ptx else 'file'}")
+    ap.check_output(args.json)
+    ap.check_output(args.ptx, folder=True)
 
     from tqdm import tqdm
 

@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -48,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
+from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.checkpoint import save_weights  # noqa: E402
 from vdsr.data import PatchSampler, add_downsized, crop_size, load_store, make_loader  # noqa: E402
 from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
@@ -128,8 +128,18 @@ class Config:
             if not isinstance(getattr(self, key), bool):
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected true or false")
         for key in ("data", "val_data"):
-            if isinstance(getattr(self, key), str):
-                setattr(self, key, [getattr(self, key)])
+            v = getattr(self, key)
+            if isinstance(v, str):
+                v = [v]
+            if v is None or not isinstance(v, list) or not all(isinstance(e, (str, int, float)) for e in v):
+                raise InputError(f"config: {key} = {v!r}; expected a list of folders")
+            setattr(self, key, [str(e) for e in v])
+        if not self.data:
+            raise InputError("config: data is empty; expected one or more training folders (or demo)")
+        if isinstance(self.output_dir, (int, float)) and not isinstance(self.output_dir, bool):
+            self.output_dir = str(self.output_dir)  # `--set output_dir=5` is the folder "5"
+        if not isinstance(self.output_dir, str) or not self.output_dir.strip():
+            raise InputError(f"config: output_dir = {self.output_dir!r}; expected a folder path")
         self.scales = check_scales([self.scales] if isinstance(self.scales, int) else self.scales)
         if not isinstance(self.downsize, list) or not all(
             isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in self.downsize
@@ -145,7 +155,12 @@ def load_config(args: argparse.Namespace) -> Config:
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
         raise InputError(f"--config {args.config}: no such recipe (have: {names}) or file")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not a YAML recipe ({' '.join(str(e).split())[:160]})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: not a YAML recipe (expected key: value lines)")
     unknown = set(values) - set(Config.__dataclass_fields__)
     if unknown:
         raise InputError(f"{path}: unknown keys {sorted(unknown)}")
@@ -156,21 +171,26 @@ def load_config(args: argparse.Namespace) -> Config:
         if v is not None:
             values[key] = v
     for item in args.set or []:
-        key, _, raw = item.partition("=")
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise InputError(f"--set {item}: expected KEY=VALUE")
         if key not in Config.__dataclass_fields__:
             raise InputError(f"--set {item}: unknown key {key!r}")
-        values[key] = yaml.safe_load(raw)
+        try:
+            values[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise InputError(f"--set {item}: not a YAML value ({' '.join(str(e).split())[:120]})") from None
     return Config(**values)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description="Train VDSR (Accelerate: 1 CPU, CPU ranks, GPUs, nodes).")
+    ap = ArgParser(prog="train.py", description="Train VDSR (Accelerate: 1 CPU, CPU ranks, GPUs, nodes).")
     ap.add_argument("--config", default="demo", help="recipe name (launch/configs/NAME.yaml) or YAML file")
     ap.add_argument("--data", nargs="+", metavar="DIR", help="training folders ('demo': the sample photos)")
     ap.add_argument("--val-data", dest="val_data", nargs="+", metavar="DIR", help="validation folders")
-    ap.add_argument("--scales", nargs="+", type=int)
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--max-steps", dest="max_steps", type=int)
+    ap.add_argument("--scales", nargs="+", type=number(int, 2, 16))
+    ap.add_argument("--epochs", type=number(int, 1))
+    ap.add_argument("--max-steps", dest="max_steps", type=number(int, 1))
     ap.add_argument("--output-dir", dest="output_dir")
     ap.add_argument(
         "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
@@ -178,17 +198,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     )  # fmt: skip
     ap.add_argument("--backend", choices=["torch", "triton"])
     ap.add_argument("--loader", choices=["auto", "dali", "torch", "device"])
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--depth", type=int)
-    ap.add_argument("--batch-size", dest="batch_size", type=int)
-    ap.add_argument("--lr", type=float)
+    ap.add_argument("--seed", type=number(int, 0))
+    ap.add_argument("--depth", type=number(int, 3, 1000))
+    ap.add_argument("--batch-size", dest="batch_size", type=number(int, 1))
+    ap.add_argument("--lr", type=number(float, 0))
     ap.add_argument("--clip", choices=["adjustable", "norm", "none"])
-    ap.add_argument("--clip-theta", dest="clip_theta", type=float)
+    ap.add_argument("--clip-theta", dest="clip_theta", type=number(float, 0))
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None, help="float32 math may use TF32 (with --no-bf16)")
     ap.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
-    ap.add_argument("--world-size", type=int, help="fail unless exactly this many processes run")
-    ap.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override any recipe key")
+    ap.add_argument("--world-size", type=number(int, 1), help="fail unless exactly this many processes run")
+    ap.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", help="override any recipe key (repeatable)")
     return ap.parse_args(argv)
 
 
@@ -228,16 +248,29 @@ def resolve_folders(entries: list, demo_names: tuple) -> list:
     return out
 
 
+# recipe keys that name input folders (or files): each entry must exist at start-up
+FOLDER_KEYS = {"data": ("demo",), "val_data": ("demo-val",)}
+
+
+def check_paths(cfg: Config) -> None:
+    """Every folder a recipe names exists, and the output folder can be written: before any work.
+
+    Raises:
+        InputError: naming the key and the path."""
+    from vdsr.cliargs import check_writable
+
+    for key, builtin in FOLDER_KEYS.items():
+        for entry in getattr(cfg, key):
+            if entry not in builtin and not Path(entry).exists():
+                raise InputError(f"config: {key}: {entry}: no such folder")
+    try:
+        check_writable(cfg.output_dir, folder=True)
+    except InputError as e:
+        raise InputError(f"config: output_dir: {e}") from None
+
+
 def validation_sets(entries: list) -> list[Dataset]:
-    sets = []
-    for e in entries:
-        if e == "demo-val":
-            sets.append(Dataset("demo-val", demo_files(DEMO_VAL)))
-        elif Path(e).is_dir():
-            sets.append(open_dataset(e))
-        else:
-            warnings.warn(f"validation folder {e} not found: skipped")
-    return sets
+    return [Dataset("demo-val", demo_files(DEMO_VAL)) if e == "demo-val" else open_dataset(e) for e in entries]
 
 
 def check_world_size(accelerator: Accelerator, expected: int | None) -> None:
@@ -292,16 +325,26 @@ class Checkpoints:
 def plot_curves(history: dict, bicubic: dict, path: Path) -> None:
     """Loss against step, and validation PSNR per scale against the bicubic line."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     if history["loss"]:
-        steps, losses = zip(*history["loss"])
-        ax1.plot(steps, losses, lw=1)
-        ax1.set_yscale("log")
-    ax1.set(xlabel="step", ylabel="loss (1/2 SSE per patch)", title="training loss")
+        steps, losses = (np.asarray(v, dtype=np.float64) for v in zip(*history["loss"]))
+        ax1.plot(steps, losses, lw=0.6, alpha=0.35, color="C0", label="mean over each log window")
+        k = max(1, len(losses) // 25)  # a running mean over about 4% of the run
+        if len(losses) > k:
+            smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+            ax1.plot(steps[k - 1 :], smooth, lw=1.5, color="C0", label=f"running mean of {k}")
+        # the first steps' loss is orders of magnitude above the rest: scale the axis to the run
+        # after its first tenth (the early points run off the top)
+        rest = losses[len(losses) // 10 :]
+        if len(rest) and np.isfinite(rest).all():
+            ax1.set_ylim(0.95 * rest.min(), 1.05 * np.percentile(rest, 99))
+        ax1.legend(fontsize=8)
+    ax1.set(xlabel="step", ylabel="training loss", title="training loss (early steps above the axis)")
     for name, by_scale in sorted(history["val"].items()):
         for s, points in sorted(by_scale.items()):
             xs, ys = zip(*points)
@@ -366,6 +409,7 @@ def metric(summary: dict, key: str) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args)
+    check_paths(cfg)
     out = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision="bf16" if cfg.bf16 else "no", log_with="tensorboard", project_dir=str(out)
@@ -374,6 +418,8 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s"
     )
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # not 4 lines per checkpoint
+    warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"
     check_world_size(accelerator, args.world_size)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     if cfg.batch_size % world:

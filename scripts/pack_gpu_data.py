@@ -11,7 +11,6 @@ call's ``carry``. Prints the sizes; exit status 1 if a file would not round-trip
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vdsr.cliargs import ArgParser, number  # noqa: E402
 
 
 def to_webp(src: Path, dst: Path) -> tuple[str, int, int, bool]:
@@ -42,11 +44,12 @@ def to_webp(src: Path, dst: Path) -> tuple[str, int, int, bool]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "gpu_data")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=number(int, 1, 64), default=2)
     args = ap.parse_args(argv)
+    ap.check_output(args.out, folder=True)
     for name in ("Set5", "Set14", "T91", "BSD200"):
         if not (args.src / name).is_dir():
             print(f"pack_gpu_data: error: {args.src / name}: no such folder", file=sys.stderr)

@@ -17,13 +17,15 @@ public VDSR-20 of the row (the authors' or pytorch-vdsr's).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vdsr.cliargs import ArgParser  # noqa: E402
 START, END = "<!-- table:start -->", "<!-- table:end -->"
 
 # Kim et al. (CVPR 2016), Table 2: VDSR PSNR (dB) / SSIM.
@@ -63,7 +65,7 @@ def table(model: dict, bicubic: dict, official: dict | None = None) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=ROOT / "weights/vdsr20_x234-eval.json", type=Path)
     ap.add_argument("--bicubic", default=ROOT / "weights/bicubic-eval.json", type=Path)
     ap.add_argument("--official", type=Path, help="eval JSON of the authors' model (adds the public-model columns)")

@@ -103,7 +103,7 @@ def test_bad_input_errors(photos, tmp_path, capsys):
     code, _, err = run(["eval", "--data", str(tmp_path / "nowhere")], capsys)
     assert code == 2 and "no such folder" in one_error_line(err)
     code, _, err = run(["eval", "--data", str(photos), "--scales", "1"], capsys)
-    assert code == 2 and "scale 1 is not supported" in one_error_line(err)
+    assert code == 2 and "--scales: 1: expected an integer in [2, 16]" in one_error_line(err)
     code, _, err = run(["eval", "--data", str(photos), "--method", "vdsr", "--checkpoint", str(tmp_path / "x.safetensors")], capsys)
     assert code == 2 and "x.safetensors" in one_error_line(err)
 

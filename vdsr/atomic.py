@@ -32,6 +32,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result gets the usual permissions
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)  # again: a writer may have replaced the file (safetensors makes it 0600)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -22,17 +22,12 @@ from pathlib import Path
 
 import torch
 
+from .cliargs import ArgParser, check_device, check_writable, number
 from .errors import InputError
 
 __all__ = ["main"]
 
-
-def _device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+_device = check_device
 
 
 def _load_model(checkpoint: str | None, device: torch.device, backend: str = "torch"):
@@ -52,6 +47,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     scales = check_scales(args.scales)
     device = _device(args.device)
+    if args.json:
+        check_writable(args.json)
+    if args.save_images:
+        check_writable(args.save_images, folder=True)
+    if args.checkpoint and args.method != "vdsr":
+        raise InputError("--checkpoint is only used with --method vdsr")
     if args.data:
         datasets = [open_dataset(d) for d in args.data]
         names = [d.name for d in datasets]
@@ -64,8 +65,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.method == "vdsr":
         model = _load_model(args.checkpoint, device, args.backend)
         method = vdsr_method(model, bf16=args.bf16)
-    elif args.checkpoint:
-        raise InputError("--checkpoint is only used with --method vdsr")
     report = evaluate(
         datasets,
         scales,
@@ -105,41 +104,55 @@ def _upscale_jobs(inputs: list[str], out: str) -> tuple[list[tuple[Path, Path]],
             raise InputError(f"{p}: no such file or folder")
     if not sources:
         raise InputError(f"{', '.join(inputs)}: no images found")
-    single = len(sources) == 1 and Path(inputs[0]).is_file() and out_path.suffix.lower() in IMAGE_EXTENSIONS
+    # one input file and an OUT with a suffix (not an existing folder): OUT is the output file
+    single = len(sources) == 1 and Path(inputs[0]).is_file() and bool(out_path.suffix) and not out_path.is_dir()
+    if len(sources) > 1 and out_path.suffix.lower() in IMAGE_EXTENSIONS and not out_path.is_dir():
+        raise InputError(f"-o {out}: {len(sources)} images need an output folder, not a file name")
+    if not single:
+        check_writable(out_path, folder=True)
     jobs = [(src, out_path if single else out_path / rel) for src, rel in sources]
+    inputs_resolved = {src.resolve() for src, _ in jobs}
+    first: dict[Path, Path] = {}
     for src, dst in jobs:
-        if dst.resolve() == src.resolve():
+        key = dst.resolve()
+        if key in inputs_resolved:
             raise InputError(f"{dst}: would overwrite its input; choose another output")
+        if key in first:
+            raise InputError(f"{dst}: both {first[key]} and {src} would be written there; upscale them separately")
+        first[key] = src
+        if dst.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"{dst}: unknown output format {dst.suffix!r} (use one of {', '.join(IMAGE_EXTENSIONS)})")
+        check_writable(dst)
     return jobs, skipped
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
+    from PIL import Image
     from tqdm import tqdm
 
     from .resize import output_size
     from .upscale import default_tile, upscale_file
 
-    if not args.scale >= 1:
-        raise InputError(f"--scale {args.scale}: upscaling needs a scale >= 1")
     if args.scale not in (2, 3, 4):
         warnings.warn(f"scale {args.scale:g}: the shipped model was trained on x2, x3 and x4 only")
     device = _device(args.device)
     jobs, skipped = _upscale_jobs(args.inputs, args.output)
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    model = _load_model(args.checkpoint, device, args.backend)
-    tile = args.tile or default_tile(device)
-    from PIL import Image
-
-    total = 0
+    sizes, largest = [], 0
     for src, _ in jobs:
         try:
             with Image.open(src) as im:
-                total += output_size(im.size[0], args.scale) * output_size(im.size[1], args.scale)
+                px = output_size(im.size[0], args.scale) * output_size(im.size[1], args.scale)
         except Exception:  # noqa: BLE001 - reported when the file is processed
-            pass
+            px = 0
+        sizes.append(px)
+        largest = max(largest, px)
+    _check_output_memory(largest, args.scale)
+    model = _load_model(args.checkpoint, device, args.backend)
+    tile = args.tile or default_tile(device)
     failed = []
-    bar = tqdm(total=total / 1e6, unit="MP", desc="upscale", disable=None, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
+    bar = tqdm(total=sum(sizes) / 1e6, unit="MP", desc="upscale", disable=None, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
     for i, (src, dst) in enumerate(jobs):
         bar.set_postfix_str(f"file {i + 1}/{len(jobs)}")
         try:
@@ -148,16 +161,37 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         except InputError as e:
             failed.append(str(e))
             print(f"vdsr upscale: error: {e}", file=sys.stderr)
+        except OSError as e:  # a write failure: this file is lost, the others go on
+            failed.append(f"{dst}: cannot write ({e.strerror or e})")
+            print(f"vdsr upscale: error: {failed[-1]}", file=sys.stderr)
     bar.close()
     done = len(jobs) - len(failed)
     print(f"{done} of {len(jobs)} images upscaled x{args.scale:g}" + (f"; {len(failed)} failed" if failed else "") + (f"; {len(skipped)} non-image files skipped" if skipped else ""))
     return 1 if failed else 0
 
 
+def _check_output_memory(pixels: int, scale: float) -> None:
+    """The largest output (8-bit RGBA at most, plus its 8-bit input) must fit the memory here."""
+    import psutil
+
+    need = pixels * 4 * (1 + 1 / scale**2)
+    avail = psutil.virtual_memory().available
+    if need > avail:
+        raise InputError(
+            f"--scale {scale:g}: the largest output ({pixels / 1e6:,.0f} MP) needs about {need / 2**30:,.1f} GiB, "
+            f"more than the {avail / 2**30:.1f} GiB available"
+        )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .figures import compare_figure
+    from .figures import check_compare_image, compare_figure
 
     device = _device(args.device)
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise InputError(f"-o {out}: the figure is a PNG; give a .png file name")
+    check_writable(out)
+    check_compare_image(Path(args.image), args.scale)
     model = _load_model(args.checkpoint, device)
     info = compare_figure(Path(args.image), int(args.scale), model, Path(args.output))
     print(f"wrote {args.output}: bicubic {info['bicubic_psnr']:.2f} dB, VDSR {info['vdsr_psnr']:.2f} dB (Y, x{args.scale})")
@@ -173,6 +207,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise InputError(f"-o {out}: the output must be a .safetensors file")
     if out.resolve() == Path(args.model).resolve():
         raise InputError(f"-o {out}: would overwrite its input")
+    check_writable(out)
     model, meta = load_matconvnet(args.model)
     save_weights(out, model, meta)
     n = sum(p.numel() for p in model.parameters())
@@ -181,7 +216,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vdsr", description="VDSR super-resolution: evaluate, upscale, compare, import.")
+    parser = ArgParser(prog="vdsr", description="VDSR super-resolution: evaluate, upscale, compare, import.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser(
@@ -190,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate bicubic or VDSR on folders of HR images under the standard protocol.",
     )
     ev.add_argument("--data", nargs="+", metavar="DIR", help="dataset folders (default: scikit-image sample photos)")
-    ev.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4], metavar="S", help="integer scales (default 2 3 4)")
+    ev.add_argument("--scales", nargs="+", type=number(int, 2, 16), default=[2, 3, 4], metavar="S", help="integer scales 2..16 (default 2 3 4)")
     ev.add_argument("--method", choices=["bicubic", "vdsr"], default="bicubic")
     ev.add_argument("--checkpoint", metavar="FILE", help="VDSR weights (.safetensors); default: the shipped model")
     ev.add_argument("--json", metavar="FILE", help="write {dataset: {scale: {psnr, ssim, images}}} here")
@@ -214,18 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("upscale", help="upscale colour images of any size with VDSR", description="Upscale images (files or folders) with VDSR: Y through the network, CbCr and alpha bicubic.")
     up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    up.add_argument("--scale", type=float, required=True, help="2, 3, 4 (trained) or any other >= 1")
+    up.add_argument("--scale", type=number(float, 1, 16), required=True, help="2, 3, 4 (trained) or any other in [1, 16]")
     up.add_argument("-o", "--output", required=True, metavar="OUT", help="a file for one input, else a folder")
     up.add_argument("--checkpoint", metavar="FILE", help="VDSR weights (.safetensors); default: the shipped model")
     up.add_argument("--backend", choices=["torch", "triton"], default="torch")
     up.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    up.add_argument("--tile", type=int, help="tile side in output pixels (default: from the memory available)")
+    up.add_argument("--tile", type=number(int, 16, 65536), help="tile side in output pixels, 16..65536 (default: from the memory available)")
     up.add_argument("--bf16", action="store_true", help="run VDSR under bfloat16 autocast")
     up.set_defaults(func=cmd_upscale)
 
     cp = sub.add_parser("compare", help="figure: bicubic vs VDSR vs ground truth, with a zoomed crop and PSNR")
     cp.add_argument("image", metavar="IMAGE", help="a high-resolution image (the ground truth)")
-    cp.add_argument("--scale", type=int, default=3)
+    cp.add_argument("--scale", type=number(int, 2, 8), default=3, help="integer scale 2..8 (default 3)")
     cp.add_argument("-o", "--output", required=True, metavar="FIGURE", help="PNG to write")
     cp.add_argument("--checkpoint", metavar="FILE")
     cp.add_argument("--device")
@@ -247,7 +282,10 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a one-line argument error (already printed)
+        return e.code if isinstance(e.code, int) else 2
     warnings.formatwarning = _warning_line
     try:
         return args.func(args)

@@ -32,7 +32,7 @@ from .errors import InputError
 from .model import VDSR
 from .resize import output_size, resize_tables
 
-__all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "default_tile", "upscale_planes", "upscale", "upscale_file"]
+__all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "default_tile", "upscale_planes", "upscale", "upscale_file", "image_note"]
 
 #: The model shipped in the repository (see the README for how it was trained).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "vdsr20_x234.safetensors"
@@ -180,6 +180,40 @@ def _upscale_array(arr: np.ndarray, top: int, scale: float, model, tile, bf16, p
     return out
 
 
+# Pillow modes kept as they are, and what the others become (with a note where something is lost)
+_KEPT = ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L")
+_LOSSY = {
+    "CMYK": "CMYK converted to RGB (the colour profile, if any, not applied)",
+    "LAB": "Lab converted to RGB",
+    "HSV": "HSV converted to RGB",
+    "F": "32-bit float greyscale clipped to [0, 65535] and written as 16-bit",
+    "I": "32-bit integer greyscale clipped to [0, 65535] and written as 16-bit",
+    "La": "premultiplied alpha un-premultiplied (8-bit rounding)",
+    "RGBa": "premultiplied alpha un-premultiplied (8-bit rounding)",
+}
+
+
+def image_note(image: Image.Image) -> str | None:
+    """What upscaling this PIL image loses, in a few words (None: nothing: its mode is kept)."""
+    if image.mode in _KEPT or image.mode in ("1", "P", "PA", "YCbCr"):
+        return None  # kept, or converted without loss (bilevel -> grey, palette -> RGB(A))
+    return _LOSSY.get(image.mode, f"mode {image.mode} converted to RGB")
+
+
+def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, int, type]:
+    """A PIL image as (integer array, its full-scale value, dtype), keeping grey, alpha, 16 bits."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16), 65535, np.uint16
+    if mode in ("I", "F"):
+        return np.clip(np.asarray(image, dtype=np.float64), 0, 65535).round().astype(np.uint16), 65535, np.uint16
+    if mode == "1":
+        return np.asarray(image.convert("L")), 255, np.uint8
+    keep = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA", "La": "LA", "RGBa": "RGBA", "PA": "RGBA"}.get(mode)
+    target = keep or ("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
+    return np.asarray(image.convert(target)), 255, np.uint8
+
+
 def upscale(
     image: Image.Image | np.ndarray,
     scale: float,
@@ -203,13 +237,7 @@ def upscale(
     elif model is None:
         model = load_pretrained()
     if isinstance(image, Image.Image):
-        mode = image.mode
-        if mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr, top, dtype = np.asarray(image).astype(np.uint16), 65535, np.uint16
-        else:
-            keep = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA"}.get(mode)
-            target = keep or ("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
-            arr, top, dtype = np.asarray(image.convert(target)), 255, np.uint8
+        arr, top, dtype = _pil_to_array(image)
         return Image.fromarray(_upscale_array(arr.astype(dtype), top, scale, model, tile, bf16, progress))
     arr = np.asarray(image)
     if arr.dtype not in (np.uint8, np.uint16):
@@ -218,6 +246,10 @@ def upscale(
     if arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4):
         raise InputError(f"upscale: expected 1 to 4 channels, got shape {arr.shape}")
     return _upscale_array(arr, top, scale, model, tile, bf16, progress)
+
+
+def _to_8bit(img16: Image.Image) -> Image.Image:
+    return Image.fromarray(np.floor(np.asarray(img16, dtype=np.float64) / 257.0 + 0.5).astype(np.uint8))
 
 
 def upscale_file(
@@ -229,8 +261,12 @@ def upscale_file(
     """
     from .atomic import atomic_path
 
+    import warnings
+
     try:
         with Image.open(src) as img:
+            # Pillow has no 16-bit colour mode: a 16-bit RGB(A) PNG or TIFF is read as 8 bits
+            high_colour = img.mode in ("RGB", "RGBA") and any(";16" in str(t[3]) for t in (img.tile or []) if len(t) > 3)
             img.load()
             icc = img.info.get("icc_profile")
             img = ImageOps.exif_transpose(img)
@@ -238,12 +274,19 @@ def upscale_file(
         raise InputError(f"{src}: no such file") from None
     except Exception as e:  # noqa: BLE001 - any decode failure is a bad input file
         raise InputError(f"{src}: cannot read image ({type(e).__name__}: {e})") from None
-    out = upscale(img, scale, model, tile, bf16, progress)
     fmt = Image.registered_extensions().get(dst.suffix.lower())
     if fmt is None:
         raise InputError(f"{dst}: unknown output format {dst.suffix!r}")
+    if high_colour:
+        warnings.warn(f"{src}: 16-bit {img.mode} read as 8 bits per channel (Pillow has no 16-bit colour): the output is 8-bit")
+    note = image_note(img)
+    if note:
+        warnings.warn(f"{src}: {note}")
+    out = upscale(img, scale, model, tile, bf16, progress)
     if fmt == "JPEG" and out.mode in ("RGBA", "LA", "I;16"):
-        out = out.convert("RGB" if out.mode == "RGBA" else "L")
+        warnings.warn(f"{dst}: JPEG has no {'alpha' if 'A' in out.mode else '16-bit'}: "
+                      f"{'alpha dropped' if 'A' in out.mode else 'written as 8-bit'}")  # fmt: skip
+        out = out.convert("RGB" if out.mode == "RGBA" else "L") if out.mode != "I;16" else _to_8bit(out)
     params = {"icc_profile": icc} if icc else {}
     if fmt == "JPEG":
         params["quality"] = 95
