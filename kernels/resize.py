@@ -145,7 +145,7 @@ def degrade(hr: torch.Tensor, scale: int) -> torch.Tensor:
 def compile_specs(scales: Sequence[int] = (2, 3, 4), patch: int = 84) -> list[dict]:
     """Every variant of the resize kernel that :func:`degrade` launches for these scales on a
     GPU (dtype x axis x tap count of the down and up tables), as compile jobs for
-    ``launch/compile_kernels.py``: same keys as :func:`kernels.conv.compile_specs`, plus
+    ``launch/compile_kernels.py``: same keys as :func:`vdsr_kernels.conv.compile_specs`, plus
     ``variant`` (the tap count)."""
     taps = set()
     for s in scales:

@@ -43,8 +43,8 @@ if SMOKE:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import kernels.resize as kresize  # noqa: E402
-from kernels.stack import pack_layers, vdsr_forward  # noqa: E402
+import vdsr_kernels.resize as kresize  # noqa: E402
+from vdsr_kernels.stack import pack_layers, vdsr_forward  # noqa: E402
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
 from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.evaluate import degrade as degrade_reference  # noqa: E402

@@ -50,7 +50,7 @@ SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024, 10
 
 def specs() -> list[dict]:
     """All compile jobs: the conv kernels (VDSR width 64) and the resize kernel."""
-    from kernels import conv, resize
+    from vdsr_kernels import conv, resize
 
     return conv.compile_specs() + resize.compile_specs()
 

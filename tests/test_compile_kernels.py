@@ -29,7 +29,7 @@ def test_every_kernel_compiles_for_sm90_without_spills(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     expected = json.loads(subprocess.run(
-        [sys.executable, "-c", "import json; from kernels import conv, resize; "
+        [sys.executable, "-c", "import json; from vdsr_kernels import conv, resize; "
          "print(json.dumps([[s['kernel'], s['dtype'], len(s['configs'])] for s in conv.compile_specs() + resize.compile_specs()]))"],
         env=compiled_env(), capture_output=True, text=True, check=True).stdout)  # fmt: skip
     assert len(rows) == sum(n for _, _, n in expected)  # a row per kernel x dtype x config

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels.conv as kconv
-from kernels.conv import PARITY_TOLERANCE, conv3x3, conv3x3_reference, pack_weight
-from kernels.stack import pack_layers, vdsr_forward
+import vdsr_kernels.conv as kconv
+from vdsr_kernels.conv import PARITY_TOLERANCE, conv3x3, conv3x3_reference, pack_weight
+from vdsr_kernels.stack import pack_layers, vdsr_forward
 from vdsr.model import VDSR
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels.resize as kr
+import vdsr_kernels.resize as kr
 from vdsr.evaluate import degrade as degrade_reference
 from vdsr.resize import imresize as imresize_reference
 

@@ -33,7 +33,7 @@ _device = check_device
 def _load_model(checkpoint: str | None, device: torch.device, backend: str = "torch"):
     from .upscale import load_pretrained
 
-    if backend == "triton" and device.type == "cpu" and "kernels.conv" not in sys.modules:
+    if backend == "triton" and device.type == "cpu" and "vdsr_kernels.conv" not in sys.modules:
         # Triton runs on the CPU only in its interpreter, which must be chosen before import.
         os.environ.setdefault("TRITON_INTERPRET", "1")
         warnings.warn("--backend triton on the CPU runs the Triton interpreter: correct but slow")

@@ -14,7 +14,7 @@ the paper; biases start at zero.
 ``kernels/`` (a CUDA device, or ``TRITON_INTERPRET=1`` on the CPU): inference uses the
 ping-pong stack, training an autograd.Function with a torch backward. Float32 keeps float32
 accuracy (3xTF32 on the GPU, exact in the interpreter) unless
-``torch.set_float32_matmul_precision("high")`` allows TF32 (``kernels.conv.default_precision``).
+``torch.set_float32_matmul_precision("high")`` allows TF32 (``vdsr_kernels.conv.default_precision``).
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ class VDSR(nn.Module):
         return x + self.residual(x)
 
     def _forward_triton(self, x: torch.Tensor) -> torch.Tensor:
-        from kernels.conv import default_precision
-        from kernels.stack import pack_layers, vdsr_forward, vdsr_forward_train
+        from vdsr_kernels.conv import default_precision
+        from vdsr_kernels.stack import pack_layers, vdsr_forward, vdsr_forward_train
 
         precision = default_precision()
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):

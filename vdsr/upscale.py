@@ -34,8 +34,22 @@ from .resize import output_size, resize_tables
 
 __all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "default_tile", "upscale_planes", "upscale", "upscale_file", "image_note"]
 
-#: The model shipped in the repository (see the README for how it was trained).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "vdsr20_x234.safetensors"
+def _shipped_weights() -> Path:
+    """The shipped model: package data of ``vdsr_weights`` (a wheel, or the checkout through an
+    editable install), else ``weights/`` beside this package (a checkout on ``sys.path``)."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("vdsr_weights") / "vdsr20_x234.safetensors"))
+        if path.is_file():
+            return path
+    except (ImportError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "weights" / "vdsr20_x234.safetensors"
+
+
+#: The model shipped with the package (see weights/README.md for how it was trained).
+DEFAULT_WEIGHTS = _shipped_weights()
 
 
 def load_pretrained(path: str | Path | None = None, device: str | torch.device = "cpu", backend: str = "torch") -> VDSR:
@@ -45,7 +59,10 @@ def load_pretrained(path: str | Path | None = None, device: str | torch.device =
     convolutions run 1.5x (float32) to 3.4x (bf16) faster than NCHW (measured on this CPU)."""
     path = Path(path) if path else DEFAULT_WEIGHTS
     if not path.is_file():
-        raise InputError(f"{path}: no such weights file (train one with launch/train.py, or pass --checkpoint)")
+        hint = "train one with launch/train.py, or pass --checkpoint"
+        if path == DEFAULT_WEIGHTS:
+            hint = "the shipped model is missing from this install; get weights/vdsr20_x234.safetensors from the repository, or pass --checkpoint"
+        raise InputError(f"{path}: no such weights file ({hint})")
     model = load_weights(path, device).to(memory_format=torch.channels_last)
     model.backend = backend
     return model.eval()

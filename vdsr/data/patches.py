@@ -202,7 +202,7 @@ class PatchSampler:
 def default_degrade(device: torch.device) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """The exact LR synthesis for ``device``: the Triton kernel on a GPU, the reference on the CPU."""
     if device.type == "cuda":
-        from kernels.resize import degrade
+        from vdsr_kernels.resize import degrade
 
         return degrade
     from ..evaluate import degrade
