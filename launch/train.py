@@ -334,8 +334,8 @@ def plot_curves(history: dict, bicubic: dict, path: Path) -> None:
     if history["loss"]:
         steps, losses = (np.asarray(v, dtype=np.float64) for v in zip(*history["loss"]))
         ax1.plot(steps, losses, lw=0.6, alpha=0.35, color="C0", label="mean over each log window")
-        k = max(1, len(losses) // 25)  # a running mean over about 4% of the run
-        if len(losses) > k:
+        k = max(3, len(losses) // 25)  # a running mean over about 4% of the run (3 points at least)
+        if len(losses) >= 2 * k:
             smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
             ax1.plot(steps[k - 1 :], smooth, lw=1.5, color="C0", label=f"running mean of {k}")
         # the first steps' loss is orders of magnitude above the rest: scale the axis to the run

@@ -4,6 +4,7 @@
 # part: 2 + 2 + 2.5 + 2 + train minutes + 2 + 2 at the most), writing as it goes.
 #
 #   bash scripts/gpu_run.sh [--out DIR] [--data DIR] [--recipe NAME|FILE] [--train-minutes M]
+#                           [--resume CHECKPOINT_DIR]   (continue a run from an earlier call)
 #   bash scripts/gpu_run.sh --dry-run      # the same steps at toy sizes on the CPU (CI runs it)
 #
 # Parts (each with its own time limit; a failed part is reported and the others still run):
@@ -28,6 +29,7 @@ OUTDIR="${OUT:-$ROOT/outputs/gpu_run}"
 DATA=""
 RECIPE="paper-long"
 TRAIN_MIN="1.5"
+RESUME=()
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -36,6 +38,8 @@ while [[ $# -gt 0 ]]; do
         --data) DATA="$2"; shift ;;
         --recipe) RECIPE="$2"; shift ;;
         --train-minutes) TRAIN_MIN="$2"; shift ;;
+        --resume) [[ -d "$2" ]] || { echo "gpu_run: error: --resume $2: no such checkpoint folder" >&2; exit 2; }
+                  RESUME=(--resume "$2"); shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "gpu_run: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -104,7 +108,7 @@ else
         --steps 50 --loop-steps 200 --json "$OUTDIR/benchmarks/train-$DEV.json"
     part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
         --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
-        --set checkpoint_minutes=1 "max_minutes=$TRAIN_MIN"
+        "${RESUME[@]}" --set checkpoint_minutes=1 "max_minutes=$TRAIN_MIN"
     part eval 120 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
         --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
 fi

@@ -29,7 +29,8 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
 
 def test_gpu_run_refuses_bad_arguments(tmp_path):
     for args, message in [(["--bogus"], "unknown argument"), (["--dry-run", "--data", str(tmp_path)], "no such folder"),
-                          (["--dry-run", "--train-minutes", "-1"], "--train-minutes")]:  # fmt: skip
+                          (["--dry-run", "--train-minutes", "-1"], "--train-minutes"),
+                          (["--dry-run", "--resume", str(tmp_path / "none")], "no such checkpoint folder")]:  # fmt: skip
         proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), *args, "--out", str(tmp_path / "o")],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
