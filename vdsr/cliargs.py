@@ -37,12 +37,16 @@ class ArgParser(argparse.ArgumentParser):
             self.exit(2, f"{self.prog}: error: {e}\n")
 
 
+def _num(v) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
 def _range_text(lo, hi, lo_open: bool) -> str:
     if hi is None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
+        return f"{'>' if lo_open else '>='} {_num(lo)}"
     if lo is None:
-        return f"<= {hi:g}"
-    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        return f"<= {_num(hi)}"
+    return f"in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}]"
 
 
 def number(kind: type = int, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
