@@ -27,7 +27,7 @@ cd "$ROOT"
 DRY=0
 OUTDIR="${OUT:-$ROOT/outputs/gpu_run}"
 DATA=""
-RECIPE="paper-long"
+RECIPE="paper-x8"
 TRAIN_MIN="1.5"
 RESUME=()
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"

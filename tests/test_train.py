@@ -350,3 +350,12 @@ def test_a_non_finite_loss_stops_within_log_every_and_no_checkpoint_after_it(tin
     assert [p.name for p in ckpts.whole()] == ["step-0000003", "step-0000006"]
     model = load_weights(ckpts.latest() / "model.safetensors")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (REPO / "launch" / "configs").glob("*.yaml") if p.stem != "multinode"))
+def test_every_shipped_recipe_loads(recipe):
+    """Every recipe in launch/configs passes the start-up checks of its keys."""
+    cfg = train.load_config(train.parse_args(["--config", recipe]))
+    assert cfg.depth == 20 and cfg.batch_size == 64 and cfg.scales == [2, 3, 4]
+    steps = cfg.epochs * (cfg.patches_per_epoch // cfg.batch_size if cfg.sampling == "random" else 1)
+    assert steps > 0
