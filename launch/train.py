@@ -497,6 +497,7 @@ def main(argv=None) -> int:
     # read back only at read points (every log_every steps, and before a validation or a
     # checkpoint): the summed loss, the count of non-finite losses, and the SIGTERM flag
     loss_sum, n_bad, n_window = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    has_val = bool(cfg.val_data)
     model.train()
     exit_code = 0
     while step < total_steps:
@@ -518,7 +519,9 @@ def main(argv=None) -> int:
             n_window += 1
             state["patches_seen"] += cfg.batch_size
             bar.update(1)
-            val_due = bool(val_sets) and ((cfg.val_every and step % cfg.val_every == 0) or step == total_steps)
+            # the same decision on every rank (only the main process validates, but all of them
+            # take part in the read point's all-reduce)
+            val_due = has_val and ((cfg.val_every and step % cfg.val_every == 0) or step == total_steps)
             ckpt_due = step % cfg.checkpoint_every == 0 or step == total_steps
             if not (step % cfg.log_every == 0 or step == total_steps or val_due or ckpt_due):
                 continue
@@ -552,10 +555,10 @@ def main(argv=None) -> int:
                             cfg.max_minutes, step, total_steps)  # fmt: skip
                 state["stopped_early"] = f"max_minutes at step {step} of {total_steps}"
                 total_steps = step
-                val_due, ckpt_due = bool(val_sets), True
+                val_due, ckpt_due = has_val, True
 
-            # ---- validation, checkpoints
-            if val_due:
+            # ---- validation (the main process), checkpoints
+            if val_due and val_sets:
                 last_val = (step, validate(raw_model, val_sets, cfg.scales, device, cfg.tf32))
                 psnr = metric(last_val[1], "psnr")
                 for name, by in psnr.items():

@@ -227,13 +227,17 @@ def test_two_cpu_ranks_ddp(tiny, tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--main_process_port", "29517", str(REPO / "launch" / "train.py"), "--config", str(tiny),
-           "--output-dir", str(out), "--world-size", "2", "--max-steps", "4", "--set", "debug_ranks=true"]  # fmt: skip
+           "--output-dir", str(out), "--world-size", "2", "--max-steps", "4", "--set", "debug_ranks=true",
+           "val_data=[demo-val]", "val_every=3", "log_every=2"]  # fmt: skip  (validation at a step that is not a log step)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["params"] == r1["params"]
     assert r0["patches"] != r1["patches"]
-    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and "demo-val" in summary["final_psnr"]
+    history = json.loads((out / "history.json").read_text())
+    assert [s for s, _ in history["val"]["demo-val"]["2"]] == [3, 4]  # rank 0 validated, rank 1 waited
 
 
 def test_sse_sum_loss_is_the_batch_sum_times_world():
