@@ -2,6 +2,7 @@
 
     python launch/bench_recipes.py [--arms theta1e-4 theta1e-3 sum-norm0.4 theta1e-4+downsize]
         [--config paper] [--epochs 20] [--lr-step-epochs 5] [--json benchmarks/recipes-<device>.json]
+    python launch/bench_recipes.py --compare A.json B.json [...] -o both.png
 
 Every arm is the same base recipe (default: ``paper``: VDSR-20, the 291 images, batch 64,
 x2/x3/x4, flips + rotations, bf16) shortened to ``--epochs`` epochs with the lr divided by 10
@@ -20,6 +21,10 @@ show whether the ranking at the end is settled (it held over the last evaluation
 changing. Runs live in ``--runs/<arm>``; an interrupted arm resumes from its checkpoint and a
 finished one is reused. Prints a table; writes JSON and a PNG of Set5 PSNR against
 patch-steps. On a 2-core CPU one arm of 2,500 steps takes about 25 minutes.
+
+``--compare`` trains nothing: it sets the arms of several result files side by side (each arm
+labelled with its file's extra ``--set`` overrides, e.g. ``bf16=false``), prints every final
+PSNR with its difference from the first file's arm of the same name, and plots them in one PNG.
 """
 
 from __future__ import annotations
@@ -111,9 +116,56 @@ def plot(results: dict, dataset: str, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def load_results(path: str) -> dict:
+    """A result file of this script; ``ValueError`` with one line naming the file otherwise."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("arms"), dict) or "base" not in d:
+        raise ValueError(f"{path}: not a result file of bench_recipes.py (no 'arms' and 'base')")
+    return d
+
+
+def compare(files: dict[str, dict], out_png: Path, arms: list[str] | None = None) -> dict:
+    """Arms of several result files (``{path: loaded JSON}``) in one table and one figure;
+    returns ``{label: final PSNRs}``.
+
+    Each arm is labelled ``"<arm> [<extra overrides of its file>]"``; the difference column is
+    against the same arm in the first file (blank where the first file lacks it). ``arms``: only
+    these.
+    """
+    results, finals, first = {}, {}, {}
+    for i, (path, d) in enumerate(files.items()):
+        tag = " ".join(d["base"].get("extra") or []) or "as recipe"
+        for name, r in d["arms"].items():
+            if arms and name not in arms:
+                continue
+            label = f"{name} [{tag}]"
+            results[label], finals[label] = r, r["summary"]["final_psnr"]
+            if i == 0:
+                first[name] = r["summary"]["final_psnr"]
+            ref = first.get(name) if i else None
+            for ds, by in finals[label].items():
+                cells = []
+                for s, v in sorted(by.items(), key=lambda kv: int(kv[0])):
+                    delta = f" ({v - ref[ds][s]:+.3f})" if ref and s in ref.get(ds, {}) else ""
+                    cells.append(f"x{s} {v:.3f}{delta}")
+                print(f"{label:<36} {ds}: " + "  ".join(cells))
+    dataset = next(iter(next(iter(finals.values()))), None) if finals else None
+    if dataset:
+        plot(results, dataset, out_png, "compared: " + ", ".join(Path(p).name for p in files))
+        print(f"wrote {out_png}", file=sys.stderr)
+    return finals
+
+
 def main(argv=None) -> int:
     ap = ArgParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS)[:4], choices=list(ARMS))
+    ap.add_argument("--compare", nargs="+", metavar="JSON", help="set earlier result files side by side (trains nothing)")
+    ap.add_argument("-o", "--out", help="with --compare: the PNG to write")
+    ap.add_argument("--arms", nargs="+", choices=list(ARMS), help=f"default: {' '.join(list(ARMS)[:4])} (with --compare: all)")
     ap.add_argument("--config", default="paper", help="base recipe (name or YAML file)")
     ap.add_argument("--epochs", type=number(int, 1), default=20)
     ap.add_argument("--lr-step-epochs", type=number(int, 1), default=5)
@@ -127,6 +179,17 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs/recipes", help="folder for the arms' runs")
     ap.add_argument("--json", help="default: benchmarks/recipes-<device>.json (and .png beside it)")
     args = ap.parse_args(argv)
+    if args.compare:
+        if not args.out:
+            ap.error("--compare needs -o OUT.png")
+        try:
+            files = {path: load_results(path) for path in args.compare}
+        except ValueError as e:
+            ap.exit(2, f"{ap.prog}: error: {e}\n")
+        ap.check_output(args.out)
+        if not compare(files, Path(args.out), args.arms):
+            ap.exit(2, f"{ap.prog}: error: no arm {' '.join(args.arms)} in {' '.join(args.compare)}\n")
+        return 0
     for v in ("epochs", "lr_step_epochs", "val_every", "checkpoint_every"):
         if getattr(args, v) < 1:
             ap.error(f"--{v.replace('_', '-')} must be >= 1, got {getattr(args, v)}")
@@ -135,7 +198,7 @@ def main(argv=None) -> int:
     ap.check_output(args.runs, folder=True)
 
     t0 = time.time()
-    results = {name: run_arm(name, args) for name in args.arms}
+    results = {name: run_arm(name, args) for name in args.arms or list(ARMS)[:4]}
     dataset = next(iter(next(iter(results.values()))["summary"]["final_psnr"]), None)
     rows = []
     print(f"\nrecipes at equal budget ({args.config}, {args.epochs} epochs, lr /10 every {args.lr_step_epochs}); "

@@ -90,6 +90,8 @@ CASES = [
     ("bench-train-steps", "launch/bench_train.py", "--steps 0", 2, "argument --steps: 0"),
     ("bench-train-json-under-file", "launch/bench_train.py", "--json in/gray.png/x.json", 2, "in/gray.png is a file"),
     ("bench-recipes-epochs", "launch/bench_recipes.py", "--epochs 0", 2, "argument --epochs: 0"),
+    ("bench-recipes-compare-not-json", "launch/bench_recipes.py", "--compare in/notes.txt -o out/c.png", 2, "in/notes.txt: not a JSON file"),
+    ("bench-recipes-compare-no-out", "launch/bench_recipes.py", "--compare in/notes.txt", 2, "--compare needs -o OUT.png"),
     ("bench-data-batches", "launch/bench_data.py", "--data in/a --batches -1", 2, "argument --batches: -1"),
     ("bench-resize-repeats", "launch/bench_resize.py", "--repeats 0", 2, "argument --repeats: 0"),
     ("bench-precision-seeds", "launch/bench_precision.py", "--seeds -1", 2, "argument --seeds: -1"),

@@ -100,3 +100,32 @@ def test_bench_train_bare_step_and_loop(tmp_path):
     assert abs(row["loop_share_of_bare"] - row["loop_patches_per_s"] / row["bare_step_patches_per_s"]) < 1e-2
     assert 0 < row["bare_step_share_of_bf16_matmul"] and data["bf16_matmul_tflops"] > 0
     assert "of the bare step" in proc.stdout
+
+
+def _recipes_result(extra: list[str], finals: dict[str, float]) -> dict:
+    arms = {}
+    for arm, x2 in finals.items():
+        final = {"Set5": {"2": x2, "3": x2 - 3}}
+        arms[arm] = {"overrides": [], "summary": {"final_psnr": final, "bicubic_psnr": {"Set5": {"2": 33.0, "3": 30.0}},
+                                                 "patches_seen": 640, "seconds": 1.0},
+                     "curves": {"Set5": {s: [[320, v - 0.5], [640, v]] for s, v in final["Set5"].items()}}}  # fmt: skip
+    return {"base": {"config": "paper", "extra": extra}, "arms": arms}
+
+
+def test_bench_recipes_compare_sets_files_side_by_side(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_recipes_result([], {"theta1e-4": 35.65, "theta1e-3": 33.6})))
+    b.write_text(json.dumps(_recipes_result(["bf16=false"], {"theta1e-4": 35.60})))
+    script = str(REPO / "launch" / "bench_recipes.py")
+    out = tmp_path / "cmp.png"
+    proc = subprocess.run([sys.executable, script, "--compare", str(a), str(b), "--arms", "theta1e-4", "-o", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and "theta1e-3" not in proc.stdout  # --arms filters
+    assert lines[0].startswith("theta1e-4 [as recipe]") and "(" not in lines[0]
+    assert lines[1].startswith("theta1e-4 [bf16=false]") and "x2 35.600 (-0.050)" in lines[1], lines[1]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([sys.executable, script, "--compare", str(b), "--arms", "theta1e-3", "-o", str(tmp_path / "x.png")],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "no arm theta1e-3" in bad.stderr and not (tmp_path / "x.png").exists()
