@@ -131,34 +131,44 @@ def load_results(path: str) -> dict:
 
 def compare(files: dict[str, dict], out_png: Path, arms: list[str] | None = None) -> dict:
     """Arms of several result files (``{path: loaded JSON}``) in one table and one figure;
-    returns ``{label: final PSNRs}``.
+    returns ``{label: arm result}`` (empty if no arm matched).
 
     Each arm is labelled ``"<arm> [<extra overrides of its file>]"``; the difference column is
     against the same arm in the first file (blank where the first file lacks it). ``arms``: only
     these.
     """
-    results, finals, first = {}, {}, {}
-    for i, (path, d) in enumerate(files.items()):
+    results, first = {}, None
+    for d in files.values():
         tag = " ".join(d["base"].get("extra") or []) or "as recipe"
         for name, r in d["arms"].items():
             if arms and name not in arms:
                 continue
             label = f"{name} [{tag}]"
-            results[label], finals[label] = r, r["summary"]["final_psnr"]
-            if i == 0:
-                first[name] = r["summary"]["final_psnr"]
-            ref = first.get(name) if i else None
-            for ds, by in finals[label].items():
-                cells = []
-                for s, v in sorted(by.items(), key=lambda kv: int(kv[0])):
-                    delta = f" ({v - ref[ds][s]:+.3f})" if ref and s in ref.get(ds, {}) else ""
-                    cells.append(f"x{s} {v:.3f}{delta}")
-                print(f"{label:<36} {ds}: " + "  ".join(cells))
-    dataset = next(iter(next(iter(finals.values()))), None) if finals else None
+            results[label] = r
+            ref = first.get(name, {}) if first is not None else {}
+            for ds, final in r["summary"]["final_psnr"].items():
+                print(f"{label:<36} {ds}: {psnr_cells(final, ref.get(ds))}")
+        if first is None:
+            first = {name: r["summary"]["final_psnr"] for name, r in d["arms"].items()}
+    dataset = first_dataset(results)
     if dataset:
         plot(results, dataset, out_png, "compared: " + ", ".join(Path(p).name for p in files))
         print(f"wrote {out_png}", file=sys.stderr)
-    return finals
+    return results
+
+
+def psnr_cells(final: dict, ref: dict | None = None) -> str:
+    """``{scale: psnr}`` as ``x2 35.651  x3 ...``, each with its difference from ``ref`` where given."""
+    cells = []
+    for s, v in sorted(final.items(), key=lambda kv: int(kv[0])):
+        delta = f" ({v - ref[s]:+.3f})" if ref and s in ref else ""
+        cells.append(f"x{s} {v:.3f}{delta}")
+    return "  ".join(cells)
+
+
+def first_dataset(results: dict) -> str | None:
+    """The validation set of the first arm's final PSNRs (None if there is none)."""
+    return next(iter(next(iter(results.values()))["summary"]["final_psnr"]), None) if results else None
 
 
 def main(argv=None) -> int:
@@ -190,16 +200,13 @@ def main(argv=None) -> int:
         if not compare(files, Path(args.out), args.arms):
             ap.exit(2, f"{ap.prog}: error: no arm {' '.join(args.arms)} in {' '.join(args.compare)}\n")
         return 0
-    for v in ("epochs", "lr_step_epochs", "val_every", "checkpoint_every"):
-        if getattr(args, v) < 1:
-            ap.error(f"--{v.replace('_', '-')} must be >= 1, got {getattr(args, v)}")
     json_path = Path(args.json or REPO / "benchmarks" / f"recipes-{device_label()}.json")
     ap.check_output(json_path)
     ap.check_output(args.runs, folder=True)
 
     t0 = time.time()
     results = {name: run_arm(name, args) for name in args.arms or list(ARMS)[:4]}
-    dataset = next(iter(next(iter(results.values()))["summary"]["final_psnr"]), None)
+    dataset = first_dataset(results)
     rows = []
     print(f"\nrecipes at equal budget ({args.config}, {args.epochs} epochs, lr /10 every {args.lr_step_epochs}); "
           f"final PSNR dB on {dataset}")  # fmt: skip
@@ -207,8 +214,7 @@ def main(argv=None) -> int:
         final = r["summary"]["final_psnr"].get(dataset, {})
         rows.append({"arm": name, "final": final, "patch_steps": r["summary"]["patches_seen"],
                      "seconds": r["summary"]["seconds"]})  # fmt: skip
-        cells = "  ".join(f"x{s} {v:.3f}" for s, v in sorted(final.items(), key=lambda kv: int(kv[0])))
-        print(f"{name:<24} {cells}   ({r['summary']['patches_seen']:,} patch-steps, {r['summary']['seconds']:.0f} s)")
+        print(f"{name:<24} {psnr_cells(final)}   ({r['summary']['patches_seen']:,} patch-steps, {r['summary']['seconds']:.0f} s)")
     ranking = sorted(rows, key=lambda r: -sum(r["final"].values()) / max(1, len(r["final"])))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
     write_json(json_path, {
