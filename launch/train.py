@@ -18,8 +18,10 @@ is the local mean and the gradients are averaged over the ranks: the global batc
 
 Outputs (``--output-dir``): ``checkpoints/step-*/`` (``accelerator.save_state``, written to a
 temporary folder and renamed, so a crash never leaves a torn checkpoint; ``--resume`` takes the
-newest whole one, and a fresh run refuses a folder that holds one), TensorBoard logs, and at the end ``model.safetensors``, ``config.json``,
-``summary.json``, ``history.json`` and ``curves.png``.
+newest whole one, and a fresh run refuses a folder that holds one), TensorBoard logs,
+``config.json`` (at the start), ``history.json`` and ``curves.png`` (at every validation, so a long
+run shows its curve while it goes on, and at the end), and at the end ``model.safetensors`` and
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -566,6 +568,9 @@ def main(argv=None) -> int:
                         state["history"]["val"].setdefault(name, {}).setdefault(s, []).append((step, v))
                         accelerator.log({f"psnr/{name}/x{s}": v}, step=step)
                 log.info("step %d: validation PSNR %s", step, psnr)
+                # the curve so far, readable while a long run goes on (and after it is stopped)
+                write_json(out / "history.json", state["history"])
+                plot_curves(state["history"], bicubic, out / "curves.png")
                 t_last = time.perf_counter()  # validation time is not training throughput
             state["step"], state["seconds"] = step, time.perf_counter() - t0
             if ckpt_due or term > 0 or ckpt_time > 0:

@@ -346,10 +346,14 @@ def test_a_non_finite_loss_stops_within_log_every_and_no_checkpoint_after_it(tin
 
     out = tmp_path / "nan"
     argv = ["--config", str(tiny), "--output-dir", str(out),
-            "--set", "log_every=4", "checkpoint_every=3", "inject_nan_at=6"]  # fmt: skip
+            "--set", "log_every=4", "checkpoint_every=3", "inject_nan_at=6", "val_data=[demo-val]", "val_every=4"]  # fmt: skip
     with caplog.at_level("ERROR", logger="vdsr.train"):
         assert run_main(argv) == 1
     assert "non-finite loss in steps 7 to 8" in caplog.text
+    # the validation at step 4 left its curve behind although the run never reached its end
+    history = json.loads((out / "history.json").read_text())
+    assert [s for s, _ in history["val"]["demo-val"]["2"]] == [4]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ckpts = train.Checkpoints(out, keep=2)
     assert [p.name for p in ckpts.whole()] == ["step-0000003", "step-0000006"]
     model = load_weights(ckpts.latest() / "model.safetensors")
