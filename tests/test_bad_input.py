@@ -43,6 +43,7 @@ CASES = [
     ("upscale-many-into-one-file", "vdsr", "upscale in/a/x.png in/gray.png --scale 2 -o out/one.png", 2, "need an output folder"),
     ("upscale-output-folder-is-file", "vdsr", "upscale in/a in/gray.png --scale 2 -o in/notes.txt", 2, "in/notes.txt: exists and is not a folder"),
     ("upscale-missing-weights", "vdsr", "upscale in/gray.png --scale 2 -o out/t.png --checkpoint in/none.safetensors", 2, "no such weights file"),
+    ("upscale-weights-folder-without-model", "vdsr", "upscale in/gray.png --scale 2 -o out/t.png --checkpoint in/a", 2, "in/a: a folder without model.safetensors"),
     ("upscale-weights-not-safetensors", "vdsr", "upscale in/gray.png --scale 2 -o out/t.png --checkpoint in/notes.txt", 2, "not a safetensors weights file"),
     # ---- vdsr eval
     ("eval-json-under-file", "vdsr", "eval --data in/a --json in/gray.png/out.json", 2, "in/gray.png is a file, not a folder"),

@@ -68,7 +68,14 @@ def test_eval_vdsr_checkpoint_and_saved_images(photos, tmp_path, capsys):
     # a random model changes the numbers
     save_weights(ckpt, VDSR(depth=3, channels=4))
     run(args + ["--method", "vdsr", "--checkpoint", str(ckpt), "--json", str(tmp_path / "r.json")], capsys)
-    assert json.loads((tmp_path / "r.json").read_text())["Tiny"]["2"] != b
+    r = json.loads((tmp_path / "r.json").read_text())["Tiny"]["2"]
+    assert r != b
+    # a training checkpoint folder (or a run folder) stands for its model.safetensors
+    step = tmp_path / "run" / "checkpoints" / "step-0000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes(ckpt.read_bytes())
+    code, _, _ = run(args + ["--method", "vdsr", "--checkpoint", str(step), "--json", str(tmp_path / "f.json")], capsys)
+    assert code == 0 and json.loads((tmp_path / "f.json").read_text())["Tiny"]["2"] == r
 
 
 def one_error_line(err: str) -> str:

@@ -1,10 +1,10 @@
 """The ``vdsr`` command.
 
-    vdsr upscale INPUT... --scale S -o OUT [--checkpoint FILE] [--backend torch|triton]
+    vdsr upscale INPUT... --scale S -o OUT [--checkpoint WEIGHTS] [--backend torch|triton]
                  [--device cpu|cuda] [--tile N] [--bf16]
-    vdsr compare IMAGE --scale S -o FIGURE.png [--checkpoint FILE] [--device cpu|cuda]
+    vdsr compare IMAGE --scale S -o FIGURE.png [--checkpoint WEIGHTS] [--device cpu|cuda]
     vdsr import MODEL.mat -o OUT.safetensors
-    vdsr eval [--data DIR ...] [--scales 2 3 4] [--method bicubic|vdsr] [--checkpoint FILE]
+    vdsr eval [--data DIR ...] [--scales 2 3 4] [--method bicubic|vdsr] [--checkpoint WEIGHTS]
               [--json FILE] [--device cpu|cuda] [--backend torch|triton] [--bf16]
               [--save-images DIR] [--skip-bad] [--per-image] [--quantize-y]
 
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", nargs="+", metavar="DIR", help="dataset folders (default: scikit-image sample photos)")
     ev.add_argument("--scales", nargs="+", type=number(int, 2, 16), default=[2, 3, 4], metavar="S", help="integer scales 2..16 (default 2 3 4)")
     ev.add_argument("--method", choices=["bicubic", "vdsr"], default="bicubic")
-    ev.add_argument("--checkpoint", metavar="FILE", help="VDSR weights (.safetensors); default: the shipped model")
+    ev.add_argument("--checkpoint", metavar="WEIGHTS", help="VDSR weights: a .safetensors file, or a run or training-checkpoint folder holding model.safetensors; default: the shipped model")
     ev.add_argument("--json", metavar="FILE", help="write {dataset: {scale: {psnr, ssim, images}}} here")
     ev.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     ev.add_argument(
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     up.add_argument("--scale", type=number(float, 1, 16), required=True, help="2, 3, 4 (trained) or any other in [1, 16]")
     up.add_argument("-o", "--output", required=True, metavar="OUT", help="a file for one input, else a folder")
-    up.add_argument("--checkpoint", metavar="FILE", help="VDSR weights (.safetensors); default: the shipped model")
+    up.add_argument("--checkpoint", metavar="WEIGHTS", help="VDSR weights: a .safetensors file, or a run or training-checkpoint folder holding model.safetensors; default: the shipped model")
     up.add_argument("--backend", choices=["torch", "triton"], default="torch")
     up.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     up.add_argument("--tile", type=number(int, 16, 65536), help="tile side in output pixels, 16..65536 (default: from the memory available)")
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("image", metavar="IMAGE", help="a high-resolution image (the ground truth)")
     cp.add_argument("--scale", type=number(int, 2, 8), default=3, help="integer scale 2..8 (default 3)")
     cp.add_argument("-o", "--output", required=True, metavar="FIGURE", help="PNG to write")
-    cp.add_argument("--checkpoint", metavar="FILE")
+    cp.add_argument("--checkpoint", metavar="WEIGHTS", help="as for upscale")
     cp.add_argument("--device")
     cp.set_defaults(func=cmd_compare)
 
