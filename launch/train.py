@@ -354,6 +354,8 @@ def plot_curves(history: dict, bicubic: dict, path: Path) -> None:
             if name in bicubic and s in bicubic[name]:
                 ax2.axhline(bicubic[name][s], color=line.get_color(), ls="--", lw=0.8)
     ax2.set(xlabel="step", ylabel="PSNR (dB)", title="validation PSNR (dashed: bicubic)")
+    if history["loss"]:
+        ax2.set_xlim(ax1.get_xlim())  # both panels on the run's steps (a run's first validation may come late)
     if history["val"]:
         ax2.legend(fontsize=8)
     fig.tight_layout()
