@@ -364,6 +364,12 @@ def plot_curves(history: dict, bicubic: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write_curves(out: Path, history: dict, bicubic: dict) -> None:
+    """``history.json`` and ``curves.png`` in the run folder (at every validation and at the end)."""
+    write_json(out / "history.json", history)
+    plot_curves(history, bicubic, out / "curves.png")
+
+
 def set_tf32(on: bool) -> None:
     """Whether float32 math may use TF32: cuDNN, cuBLAS, and the Triton kernels (via torch's
     float32 matmul precision)."""
@@ -570,9 +576,7 @@ def main(argv=None) -> int:
                         state["history"]["val"].setdefault(name, {}).setdefault(s, []).append((step, v))
                         accelerator.log({f"psnr/{name}/x{s}": v}, step=step)
                 log.info("step %d: validation PSNR %s", step, psnr)
-                # the curve so far, readable while a long run goes on (and after it is stopped)
-                write_json(out / "history.json", state["history"])
-                plot_curves(state["history"], bicubic, out / "curves.png")
+                write_curves(out, state["history"], bicubic)  # readable while a long run goes on
                 t_last = time.perf_counter()  # validation time is not training throughput
             state["step"], state["seconds"] = step, time.perf_counter() - t0
             if ckpt_due or term > 0 or ckpt_time > 0:
@@ -616,8 +620,8 @@ def main(argv=None) -> int:
             "bicubic_psnr": bicubic,
         }
         write_json(out / "summary.json", summary)
-        write_json(out / "history.json", state["history"])
-        plot_curves(state["history"], bicubic, out / "curves.png")
+        if last_val[0] != step:  # else written by the validation at this step
+            write_curves(out, state["history"], bicubic)
         log.info("done: %s", json.dumps(summary))
     accelerator.wait_for_everyone()
     accelerator.end_training()  # closes the trackers and the process group: last
