@@ -13,7 +13,7 @@
 #   bench_kernels  launch/bench_kernels.py            -> OUT/benchmarks/kernels-<device>.json/.md
 #   bench_train    launch/bench_train.py (torch and triton backends, bf16 and TF32; the device
 #                  stream on T91 + BSD200)            -> OUT/benchmarks/train-<device>.json
-#   train          launch/train.py --config RECIPE, checkpointing every minute, stopping at
+#   train          launch/train.py --config RECIPE (default paper-x80), checkpointing every minute, stopping at
 #                  --train-minutes with the model written   -> OUT/run/
 #   eval           vdsr eval on Set5 and Set14 of that model -> OUT/run/eval.json
 # The images come from --data (default: gpu_data/, made by scripts/pack_gpu_data.py and named in
@@ -27,7 +27,7 @@ cd "$ROOT"
 DRY=0
 OUTDIR="${OUT:-$ROOT/outputs/gpu_run}"
 DATA=""
-RECIPE="paper-x8"
+RECIPE="paper-x80"  # the next recipe to train (paper-x8 is done and shipped)
 TRAIN_MIN="1.5"
 RESUME=()
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
