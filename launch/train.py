@@ -7,6 +7,7 @@
 
 Recipes live in ``launch/configs/*.yaml`` (``--config NAME|FILE``); any key can be overridden
 on the command line (``--epochs 2``, ``--data DIR DIR``, ``--set key=value``).
+``--init-weights FILE.safetensors`` starts from trained weights (fine-tuning, warm restarts).
 
 The step: loss = 1/2 ||y - x - f(x)||^2 summed over the pixels of a patch and averaged over the
 patches of the batch (Caffe's EuclideanLoss, which the paper's code used); SGD with momentum
@@ -49,8 +50,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
+from vdsr.checkpoint import load_weights, save_weights  # noqa: E402
 from vdsr.cliargs import ArgParser, number  # noqa: E402
-from vdsr.checkpoint import save_weights  # noqa: E402
 from vdsr.data import PatchSampler, add_downsized, crop_size, load_store, make_loader  # noqa: E402
 from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
 from vdsr.errors import InputError  # noqa: E402
@@ -75,6 +76,7 @@ class Config:
     fixed_count: int | None = None  # fixed mode: a seeded subset of the grid
     epochs: int = 80
     max_steps: int | None = None  # stop early (the schedule still follows epochs)
+    init_weights: str | None = None  # start from these weights (.safetensors): fine-tuning, warm restarts
     lr: float = 0.1
     lr_step_epochs: int = 20
     lr_gamma: float = 0.1
@@ -138,6 +140,8 @@ class Config:
             setattr(self, key, [str(e) for e in v])
         if not self.data:
             raise InputError("config: data is empty; expected one or more training folders (or demo)")
+        if self.init_weights is not None and (not isinstance(self.init_weights, str) or not self.init_weights.strip()):
+            raise InputError(f"config: init_weights = {self.init_weights!r}; expected a .safetensors file")
         if isinstance(self.output_dir, (int, float)) and not isinstance(self.output_dir, bool):
             self.output_dir = str(self.output_dir)  # `--set output_dir=5` is the folder "5"
         if not isinstance(self.output_dir, str) or not self.output_dir.strip():
@@ -168,7 +172,7 @@ def load_config(args: argparse.Namespace) -> Config:
         raise InputError(f"{path}: unknown keys {sorted(unknown)}")
     if "output_dir" not in values:
         values["output_dir"] = f"runs/{path.stem}"
-    for key in ("data", "val_data", "scales", "epochs", "max_steps", "output_dir", "backend", "loader", "seed", "depth", "batch_size", "lr", "clip", "clip_theta", "bf16", "tf32", "channels_last"):
+    for key in ("data", "val_data", "scales", "epochs", "max_steps", "init_weights", "output_dir", "backend", "loader", "seed", "depth", "batch_size", "lr", "clip", "clip_theta", "bf16", "tf32", "channels_last"):
         v = getattr(args, key, None)
         if v is not None:
             values[key] = v
@@ -198,6 +202,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--resume", nargs="?", const="latest", metavar="CHECKPOINT",
         help="continue from the latest checkpoint in --output-dir, or from the checkpoint folder given",
     )  # fmt: skip
+    ap.add_argument("--init-weights", dest="init_weights", metavar="FILE.safetensors",
+                    help="start from these weights (a fresh optimiser at step 0; --resume takes precedence)")
     ap.add_argument("--backend", choices=["torch", "triton"])
     ap.add_argument("--loader", choices=["auto", "dali", "torch", "device"])
     ap.add_argument("--seed", type=number(int, 0))
@@ -224,7 +230,7 @@ def lr_at(cfg: Config, step: int, steps_per_epoch: int) -> float:
 def clip_gradients(accelerator: Accelerator, model: torch.nn.Module, cfg: Config, lr: float) -> None:
     """The paper's adjustable clipping (each element to [-theta/lr, theta/lr]), or L2-norm clipping."""
     if cfg.clip == "adjustable":
-        bound = cfg.clip_theta / lr
+        bound = cfg.clip_theta / lr if lr > 0 else float("inf")  # lr 0: the step is zero anyway
         if bound < 1e30:  # past float32's range the clamp cannot bind (and would overflow)
             accelerator.clip_grad_value_(model.parameters(), bound)
     elif cfg.clip == "norm":
@@ -265,10 +271,27 @@ def check_paths(cfg: Config) -> None:
         for entry in getattr(cfg, key):
             if entry not in builtin and not Path(entry).exists():
                 raise InputError(f"config: {key}: {entry}: no such folder")
+    if cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
+        raise InputError(f"config: init_weights: {cfg.init_weights}: no such file")
     try:
         check_writable(cfg.output_dir, folder=True)
     except InputError as e:
         raise InputError(f"config: output_dir: {e}") from None
+
+
+def init_from(model: VDSR, path: str) -> str:
+    """Copy a weights file's tensors into ``model`` (same depth and width); returns the file's sha256.
+
+    Raises:
+        InputError: naming the file, when it is not VDSR weights or its shape is not the recipe's."""
+    src = load_weights(path)
+    if (src.depth, src.channels) != (model.depth, model.channels):
+        raise InputError(
+            f"config: init_weights: {path}: VDSR-{src.depth} with {src.channels} channels; "
+            f"the recipe builds VDSR-{model.depth} with {model.channels}"
+        )
+    model.load_state_dict(src.state_dict())
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def validation_sets(entries: list) -> list[Dataset]:
@@ -465,6 +488,8 @@ def main(argv=None) -> int:
 
     # model and optimiser
     model = VDSR(cfg.depth, cfg.channels, backend=cfg.backend)
+    # a warm start (a resumed run then loads its checkpoint over these)
+    init_sha256 = init_from(model, cfg.init_weights) if cfg.init_weights else None
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -487,7 +512,7 @@ def main(argv=None) -> int:
             log.info("resumed from %s (step %d)", path, state["step"])
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {**asdict(cfg), "world_size": world})
+        write_json(out / "config.json", {**asdict(cfg), "world_size": world, "init_sha256": init_sha256})
     accelerator.init_trackers("tensorboard")
 
     stop = {"sigterm": False}
@@ -615,6 +640,8 @@ def main(argv=None) -> int:
             "seconds": round(seconds, 1),
             "patches_per_s": round(state["patches_seen"] / seconds, 1) if seconds > 0 else None,
             "stopped_early": state.get("stopped_early"),
+            "init_weights": cfg.init_weights,
+            "init_sha256": init_sha256,
             "final_psnr": metric(final, "psnr"),
             "final_ssim": metric(final, "ssim"),
             "bicubic_psnr": bicubic,

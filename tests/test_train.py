@@ -79,6 +79,7 @@ def test_clipping_bounds_every_element():
     assert step <= cfg.clip_theta * (1 + 1e-5)
     assert train.lr_at(train.Config(lr=0.1, lr_step_epochs=20, lr_gamma=0.1), 20 * 38, 38) == pytest.approx(0.01)
     train.clip_gradients(Accelerator(cpu=True), model, cfg, 1e-42)  # a vanishing lr: no overflow, no clamp
+    train.clip_gradients(Accelerator(cpu=True), model, cfg, 0.0)  # lr 0 (a valid recipe value): no division by zero
 
 
 def test_loss_falls_and_outputs(tiny, tmp_path):
@@ -129,6 +130,58 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path, deterministic):
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
     assert json.loads((split / "summary.json").read_text())["patches_seen"] == 80
+
+
+def test_init_weights_starts_from_the_file(tiny, tmp_path):
+    """init_weights: the run starts from the file's tensors (at lr 0 it ends on them, bit for bit),
+    records the file's sha256, and a resumed run takes its checkpoint instead."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from vdsr.checkpoint import save_weights
+    from vdsr.model import VDSR
+
+    torch.manual_seed(123)  # not the recipe's seed: weights the run could not draw itself
+    init = tmp_path / "init.safetensors"
+    save_weights(init, VDSR(depth=4, channels=8))
+    out = tmp_path / "warm"
+    assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "2", "--init-weights", str(init),
+                     "--lr", "0"]) == 0  # fmt: skip
+    a, b = load_file(str(init)), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sha = hashlib.sha256(init.read_bytes()).hexdigest()
+    assert json.loads((out / "config.json").read_text())["init_sha256"] == sha
+    assert json.loads((out / "summary.json").read_text())["init_sha256"] == sha
+    cold = tmp_path / "cold"  # the same run without it ends elsewhere: the test can fail
+    assert run_main(["--config", str(tiny), "--output-dir", str(cold), "--max-steps", "2", "--lr", "0"]) == 0
+    c = load_file(str(cold / "model.safetensors"))
+    assert not torch.equal(a["layers.0.weight"], c["layers.0.weight"])
+    # training moves away from it, and --resume continues from the checkpoint, not from the file
+    moved = tmp_path / "moved"
+    assert run_main(["--config", str(tiny), "--output-dir", str(moved), "--max-steps", "3", "--init-weights", str(init)]) == 0
+    assert run_main(["--config", str(tiny), "--output-dir", str(moved), "--max-steps", "4", "--init-weights", str(init),
+                     "--resume"]) == 0  # fmt: skip
+    straight = tmp_path / "straight"
+    assert run_main(["--config", str(tiny), "--output-dir", str(straight), "--max-steps", "4", "--init-weights", str(init)]) == 0
+    m, s = load_file(str(moved / "model.safetensors")), load_file(str(straight / "model.safetensors"))
+    assert all(torch.equal(m[k], s[k]) for k in m) and not torch.equal(m["layers.0.weight"], a["layers.0.weight"])
+
+
+def test_init_weights_errors_name_the_file(tiny, tmp_path):
+    from vdsr.checkpoint import save_weights
+    from vdsr.model import VDSR
+
+    with pytest.raises(train.InputError, match=r"init_weights: .*nope\.safetensors: no such file"):
+        run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "a"), "--init-weights", str(tmp_path / "nope.safetensors")])
+    deep = tmp_path / "deep.safetensors"
+    save_weights(deep, VDSR(depth=6, channels=8))
+    with pytest.raises(train.InputError, match=r"deep\.safetensors: VDSR-6 with 8 channels; the recipe builds VDSR-4 with 8"):
+        run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "b"), "--init-weights", str(deep)])
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not weights")
+    with pytest.raises(train.InputError, match=r"junk\.safetensors: not a safetensors weights file"):
+        run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "c"), "--init-weights", str(junk)])
 
 
 def test_nan_stops_and_last_good_checkpoint_loads(tiny, tmp_path):
