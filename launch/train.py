@@ -172,7 +172,7 @@ def load_config(args: argparse.Namespace) -> Config:
         raise InputError(f"{path}: unknown keys {sorted(unknown)}")
     if "output_dir" not in values:
         values["output_dir"] = f"runs/{path.stem}"
-    for key in ("data", "val_data", "scales", "epochs", "max_steps", "init_weights", "output_dir", "backend", "loader", "seed", "depth", "batch_size", "lr", "clip", "clip_theta", "bf16", "tf32", "channels_last"):
+    for key in Config.__dataclass_fields__:  # every option that is named as a recipe key overrides it
         v = getattr(args, key, None)
         if v is not None:
             values[key] = v
@@ -260,8 +260,9 @@ def resolve_folders(entries: list, demo_names: tuple) -> list:
 FOLDER_KEYS = {"data": ("demo",), "val_data": ("demo-val",)}
 
 
-def check_paths(cfg: Config) -> None:
-    """Every folder a recipe names exists, and the output folder can be written: before any work.
+def check_paths(cfg: Config, warm_start: bool = True) -> None:
+    """Every folder a recipe names exists (and its ``init_weights`` file, where a fresh run will
+    read it), and the output folder can be written: before any work.
 
     Raises:
         InputError: naming the key and the path."""
@@ -271,7 +272,7 @@ def check_paths(cfg: Config) -> None:
         for entry in getattr(cfg, key):
             if entry not in builtin and not Path(entry).exists():
                 raise InputError(f"config: {key}: {entry}: no such folder")
-    if cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
+    if warm_start and cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
         raise InputError(f"config: init_weights: {cfg.init_weights}: no such file")
     try:
         check_writable(cfg.output_dir, folder=True)
@@ -442,8 +443,14 @@ def metric(summary: dict, key: str) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args)
-    check_paths(cfg)
     out = Path(cfg.output_dir)
+    ckpts = Checkpoints(out, cfg.keep_checkpoints)
+    resume_from = None  # the checkpoint this run continues; None: a fresh start
+    if args.resume:
+        resume_from = ckpts.latest() if args.resume == "latest" else Path(args.resume)
+        if resume_from is not None and not (resume_from / "train_state.json").is_file():
+            raise InputError(f"--resume {resume_from}: not a checkpoint folder (no train_state.json)")
+    check_paths(cfg, warm_start=resume_from is None)  # a resumed run does not read init_weights
     accelerator = Accelerator(
         mixed_precision="bf16" if cfg.bf16 else "no", log_with="tensorboard", project_dir=str(out)
     )
@@ -458,7 +465,6 @@ def main(argv=None) -> int:
     if cfg.batch_size % world:
         raise SystemExit(f"train.py: batch_size {cfg.batch_size} does not split over {world} ranks")
     set_seed(cfg.seed)  # the same initial weights on every rank
-    ckpts = Checkpoints(out, cfg.keep_checkpoints)
     if not args.resume and (used := ckpts.latest()) is not None:
         raise InputError(
             f"--output-dir {out}: already holds a run (checkpoint {used.name}); "
@@ -488,8 +494,8 @@ def main(argv=None) -> int:
 
     # model and optimiser
     model = VDSR(cfg.depth, cfg.channels, backend=cfg.backend)
-    # a warm start (a resumed run then loads its checkpoint over these)
-    init_sha256 = init_from(model, cfg.init_weights) if cfg.init_weights else None
+    # a warm start (a resumed run has its checkpoint, and the sha256 recorded when it started)
+    init_sha256 = init_from(model, cfg.init_weights) if cfg.init_weights and resume_from is None else None
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -499,17 +505,15 @@ def main(argv=None) -> int:
     raw_model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
 
     # state, resume
-    state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}, "time": []}}
-    if args.resume:
-        path = ckpts.latest() if args.resume == "latest" else Path(args.resume)
-        if path is not None and not (path / "train_state.json").is_file():
-            raise InputError(f"--resume {path}: not a checkpoint folder (no train_state.json)")
-        if path is None:
-            log.info("--resume: no checkpoint in %s, starting fresh", ckpts.root)
-        else:
-            accelerator.load_state(str(path))
-            state = json.loads((path / "train_state.json").read_text())
-            log.info("resumed from %s (step %d)", path, state["step"])
+    state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}, "time": []},
+             "init_sha256": init_sha256}  # fmt: skip
+    if args.resume and resume_from is None:
+        log.info("--resume: no checkpoint in %s, starting fresh", ckpts.root)
+    elif resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        state = json.loads((resume_from / "train_state.json").read_text())
+        log.info("resumed from %s (step %d)", resume_from, state["step"])
+    init_sha256 = state.get("init_sha256")  # of the file the run started from, whatever it holds now
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", {**asdict(cfg), "world_size": world, "init_sha256": init_sha256})

@@ -157,15 +157,29 @@ def test_init_weights_starts_from_the_file(tiny, tmp_path):
     assert run_main(["--config", str(tiny), "--output-dir", str(cold), "--max-steps", "2", "--lr", "0"]) == 0
     c = load_file(str(cold / "model.safetensors"))
     assert not torch.equal(a["layers.0.weight"], c["layers.0.weight"])
-    # training moves away from it, and --resume continues from the checkpoint, not from the file
-    moved = tmp_path / "moved"
+    # training moves away from it, and --resume continues from the checkpoint, not from the file:
+    # it neither reads nor needs the file (here gone), and keeps the sha256 recorded at the start
+    moved, straight = tmp_path / "moved", tmp_path / "straight"
     assert run_main(["--config", str(tiny), "--output-dir", str(moved), "--max-steps", "3", "--init-weights", str(init)]) == 0
+    assert run_main(["--config", str(tiny), "--output-dir", str(straight), "--max-steps", "4", "--init-weights", str(init)]) == 0
+    init.unlink()
     assert run_main(["--config", str(tiny), "--output-dir", str(moved), "--max-steps", "4", "--init-weights", str(init),
                      "--resume"]) == 0  # fmt: skip
-    straight = tmp_path / "straight"
-    assert run_main(["--config", str(tiny), "--output-dir", str(straight), "--max-steps", "4", "--init-weights", str(init)]) == 0
     m, s = load_file(str(moved / "model.safetensors")), load_file(str(straight / "model.safetensors"))
     assert all(torch.equal(m[k], s[k]) for k in m) and not torch.equal(m["layers.0.weight"], a["layers.0.weight"])
+    assert json.loads((moved / "config.json").read_text())["init_sha256"] == sha
+    assert json.loads((moved / "summary.json").read_text())["init_sha256"] == sha
+
+
+def test_every_option_named_as_a_recipe_key_overrides_it(tiny):
+    """The command line reaches the recipe for every option whose name is a recipe key."""
+    keys = set(vars(train.parse_args(["--config", str(tiny)]))) & set(train.Config.__dataclass_fields__)
+    assert {"init_weights", "lr", "max_steps", "data", "output_dir", "channels_last", "tf32", "seed"} <= keys
+    argv = ["--config", str(tiny), "--init-weights", "w.safetensors", "--lr", "0.5", "--max-steps", "7",
+            "--data", "x", "y", "--output-dir", "o", "--no-channels-last", "--tf32", "--seed", "3"]  # fmt: skip
+    cfg = train.load_config(train.parse_args(argv))
+    assert (cfg.init_weights, cfg.lr, cfg.max_steps, cfg.data, cfg.output_dir) == ("w.safetensors", 0.5, 7, ["x", "y"], "o")
+    assert (cfg.channels_last, cfg.tf32, cfg.seed) == (False, True, 3)
 
 
 def test_init_weights_errors_name_the_file(tiny, tmp_path):
