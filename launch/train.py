@@ -450,6 +450,11 @@ def main(argv=None) -> int:
         resume_from = ckpts.latest() if args.resume == "latest" else Path(args.resume)
         if resume_from is not None and not (resume_from / "train_state.json").is_file():
             raise InputError(f"--resume {resume_from}: not a checkpoint folder (no train_state.json)")
+    elif (used := ckpts.latest()) is not None:
+        raise InputError(
+            f"--output-dir {out}: already holds a run (checkpoint {used.name}); "
+            "--resume continues it, or pick another --output-dir"
+        )
     check_paths(cfg, warm_start=resume_from is None)  # a resumed run does not read init_weights
     accelerator = Accelerator(
         mixed_precision="bf16" if cfg.bf16 else "no", log_with="tensorboard", project_dir=str(out)
@@ -465,11 +470,6 @@ def main(argv=None) -> int:
     if cfg.batch_size % world:
         raise SystemExit(f"train.py: batch_size {cfg.batch_size} does not split over {world} ranks")
     set_seed(cfg.seed)  # the same initial weights on every rank
-    if not args.resume and (used := ckpts.latest()) is not None:
-        raise InputError(
-            f"--output-dir {out}: already holds a run (checkpoint {used.name}); "
-            "--resume continues it, or pick another --output-dir"
-        )
 
     # data: every image decoded once; this rank's shard of the draws
     store = load_store(resolve_folders(cfg.data, DEMO_TRAIN), crop_size(cfg.scales))
