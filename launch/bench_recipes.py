@@ -14,7 +14,9 @@ overrides of the arm (``--set`` keys of ``launch/train.py``):
 * ``sum-norm0.4``: pytorch-vdsr's step: squared error summed over the batch, global-norm
   clipping at 0.4;
 * ``theta1e-4+downsize``: theta = 1e-4 with 0.7 and 0.5 copies of the training images;
-* ``sum-norm0.4+downsize``: pytorch-vdsr's step and its downsizing together.
+* ``sum-norm0.4+downsize``: pytorch-vdsr's step and its downsizing together;
+* ``adam``: caffe-vdsr's Adam step (lr 1e-4, betas 0.9 / 0.999, no clipping, its released
+  ``VDSR_Adam`` model), with its own schedule: lr / 10 once, for the last quarter of the budget.
 
 Set5 PSNR (x2, x3, x4) is validated every ``--val-every`` steps during each run, so the curves
 show whether the ranking at the end is settled (it held over the last evaluations) or still
@@ -51,7 +53,12 @@ ARMS = {
     "sum-norm0.4": ["loss=sse_sum", "clip=norm", "clip_theta=0.4"],
     "theta1e-4+downsize": ["clip=adjustable", "clip_theta=0.0001", "downsize=[0.7, 0.5]"],
     "sum-norm0.4+downsize": ["loss=sse_sum", "clip=norm", "clip_theta=0.4", "downsize=[0.7, 0.5]"],
+    "adam": ["optimizer=adam", "lr=0.0001", "clip=none"],
 }
+# arms with their own lr schedule: epochs -> lr_step_epochs. Adam (caffe-vdsr's step: lr 1e-4,
+# no clipping) divides its lr by 10 once, for the last quarter of the budget: at 1e-6 and
+# below (the SGD arms' last steps) it would barely move.
+ARM_LR_STEP = {"adam": lambda epochs: max(1, epochs * 3 // 4)}
 
 
 def device_label() -> str:
@@ -62,10 +69,11 @@ def device_label() -> str:
 
 def run_arm(name: str, args) -> dict:
     out = Path(args.runs) / name
+    lr_step = ARM_LR_STEP[name](args.epochs) if name in ARM_LR_STEP else args.lr_step_epochs
     cmd = [
         sys.executable, str(REPO / "launch" / "train.py"), "--config", args.config,
         "--epochs", str(args.epochs), "--seed", str(args.seed), "--output-dir", str(out),
-        "--set", f"lr_step_epochs={args.lr_step_epochs}", f"val_every={args.val_every}",
+        "--set", f"lr_step_epochs={lr_step}", f"val_every={args.val_every}",
         f"checkpoint_every={args.checkpoint_every}", *ARMS[name], *args.set,
     ]  # fmt: skip
     if args.max_steps:
@@ -86,7 +94,7 @@ def run_arm(name: str, args) -> dict:
         ds: {s: [[step * batch, psnr] for step, psnr in pts] for s, pts in by.items()}
         for ds, by in history["val"].items()
     }
-    return {"overrides": ARMS[name], "summary": summary, "curves": curves}
+    return {"overrides": ARMS[name], "lr_step_epochs": lr_step, "summary": summary, "curves": curves}
 
 
 def plot(results: dict, dataset: str, path: Path, title: str) -> None:
@@ -166,6 +174,15 @@ def psnr_cells(final: dict, ref: dict | None = None) -> str:
     return "  ".join(cells)
 
 
+def schedules(results: dict) -> str:
+    """The arms' lr steps in words: ``5`` when all share one, else ``5 (adam: 15)``."""
+    steps = {name: r["lr_step_epochs"] for name, r in results.items()}
+    values = list(steps.values())
+    common = max(values, key=lambda v: (values.count(v), -values.index(v)))  # the most shared; a tie: the first arm's
+    others = ", ".join(f"{n}: {v}" for n, v in steps.items() if v != common)
+    return f"{common} ({others})" if others else str(common)
+
+
 def first_dataset(results: dict) -> str | None:
     """The validation set of the first arm's final PSNRs (None if there is none)."""
     return next(iter(next(iter(results.values()))["summary"]["final_psnr"]), None) if results else None
@@ -208,13 +225,13 @@ def main(argv=None) -> int:
     results = {name: run_arm(name, args) for name in args.arms or list(ARMS)[:4]}
     dataset = first_dataset(results)
     rows = []
-    print(f"\nrecipes at equal budget ({args.config}, {args.epochs} epochs, lr /10 every {args.lr_step_epochs}); "
-          f"final PSNR dB on {dataset}")  # fmt: skip
+    print(f"\nrecipes at equal budget ({args.config}, {args.epochs} epochs); final PSNR dB on {dataset}")
     for name, r in results.items():
         final = r["summary"]["final_psnr"].get(dataset, {})
         rows.append({"arm": name, "final": final, "patch_steps": r["summary"]["patches_seen"],
                      "seconds": r["summary"]["seconds"]})  # fmt: skip
-        print(f"{name:<24} {psnr_cells(final)}   ({r['summary']['patches_seen']:,} patch-steps, {r['summary']['seconds']:.0f} s)")
+        print(f"{name:<24} {psnr_cells(final)}   ({r['summary']['patches_seen']:,} patch-steps, "
+              f"lr /10 every {r['lr_step_epochs']} epochs, {r['summary']['seconds']:.0f} s)")  # fmt: skip
     ranking = sorted(rows, key=lambda r: -sum(r["final"].values()) / max(1, len(r["final"])))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
     write_json(json_path, {
@@ -226,7 +243,7 @@ def main(argv=None) -> int:
     })  # fmt: skip
     if dataset:
         plot(results, dataset, json_path.with_suffix(".png"),
-             f"{args.config} base, {args.epochs} epochs (lr /10 every {args.lr_step_epochs}), {device}")  # fmt: skip
+             f"{args.config} base, {args.epochs} epochs (lr /10 every {schedules(results)}), {device}")  # fmt: skip
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}", file=sys.stderr)
     return 0
 

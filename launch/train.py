@@ -13,7 +13,8 @@ The step: loss = 1/2 ||y - x - f(x)||^2 summed over the pixels of a patch and av
 patches of the batch (Caffe's EuclideanLoss, which the paper's code used); SGD with momentum
 and weight decay; the paper's adjustable gradient clipping: every gradient element clipped to
 [-theta/lr, theta/lr], so that no element of a plain SGD step exceeds theta whatever the
-learning rate (``--clip norm`` clips the global L2 norm to theta instead). Under DDP the loss
+learning rate (``--clip norm`` clips the global L2 norm to theta instead). ``--optimizer adam``
+takes caffe-vdsr's Adam step instead (its recipes set lr 1e-4 and no clipping). Under DDP the loss
 is the local mean and the gradients are averaged over the ranks: the global batch is
 ``batch_size`` split evenly over them.
 
@@ -77,6 +78,7 @@ class Config:
     epochs: int = 80
     max_steps: int | None = None  # stop early (the schedule still follows epochs)
     init_weights: str | None = None  # start from these weights (.safetensors): fine-tuning, warm restarts
+    optimizer: str = "sgd"  # or "adam" (betas 0.9 / 0.999, eps 1e-8; `momentum` is SGD's only)
     lr: float = 0.1
     lr_step_epochs: int = 20
     lr_gamma: float = 0.1
@@ -108,7 +110,7 @@ class Config:
         """Types and ranges, so a typo fails at start-up with one line and not mid-run."""
         choices = {"sampling": ("random", "fixed"), "clip": ("adjustable", "norm", "none"),
                    "backend": ("torch", "triton"), "loader": ("auto", "dali", "torch", "device"),
-                   "loss": ("sse_mean", "sse_sum")}  # fmt: skip
+                   "loss": ("sse_mean", "sse_sum"), "optimizer": ("sgd", "adam")}  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected one of {', '.join(allowed)}")
@@ -209,6 +211,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=number(int, 0))
     ap.add_argument("--depth", type=number(int, 3, 1000))
     ap.add_argument("--batch-size", dest="batch_size", type=number(int, 1))
+    ap.add_argument("--optimizer", choices=["sgd", "adam"])
     ap.add_argument("--lr", type=number(float, 0))
     ap.add_argument("--clip", choices=["adjustable", "norm", "none"])
     ap.add_argument("--clip-theta", dest="clip_theta", type=number(float, 0))
@@ -235,6 +238,14 @@ def clip_gradients(accelerator: Accelerator, model: torch.nn.Module, cfg: Config
             accelerator.clip_grad_value_(model.parameters(), bound)
     elif cfg.clip == "norm":
         accelerator.clip_grad_norm_(model.parameters(), cfg.clip_theta)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's), or Adam (caffe-vdsr's released Adam model: betas 0.9 /
+    0.999, eps 1e-8); both with L2 weight decay added to the gradient, as Caffe's solvers do."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def sse_loss(out: torch.Tensor, hr: torch.Tensor, kind: str = "sse_mean", world: int = 1) -> torch.Tensor:
@@ -498,7 +509,7 @@ def main(argv=None) -> int:
     init_sha256 = init_from(model, cfg.init_weights) if cfg.init_weights and resume_from is None else None
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     # the plain module, without Accelerate's autocast wrapper: validation and the saved model run
     # in float32, as `vdsr eval` does (the step below opens its own autocast context)

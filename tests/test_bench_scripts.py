@@ -129,3 +129,31 @@ def test_bench_recipes_compare_sets_files_side_by_side(tmp_path):
     bad = subprocess.run([sys.executable, script, "--compare", str(b), "--arms", "theta1e-3", "-o", str(tmp_path / "x.png")],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "no arm theta1e-3" in bad.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_bench_recipes_arms_carry_their_own_schedule(tmp_path, monkeypatch):
+    """Each arm's training command: the shared lr step, or the arm's own (adam: the last quarter)."""
+    sys.path.insert(0, str(REPO / "launch"))
+    import bench_recipes
+
+    commands = {}
+
+    def fake_run(cmd, check):  # stands in for train.py: records the command, writes its outputs
+        out = Path(cmd[cmd.index("--output-dir") + 1])
+        out.mkdir(parents=True)
+        commands[out.name] = cmd
+        (out / "summary.json").write_text(json.dumps({"final_psnr": {"Set5": {"2": 35.0}}, "patches_seen": 64, "seconds": 1.0}))
+        (out / "history.json").write_text(json.dumps({"val": {"Set5": {"2": [[1, 35.0]]}}}))
+        (out / "config.json").write_text(json.dumps({"batch_size": 64}))
+
+    monkeypatch.setattr(bench_recipes.subprocess, "run", fake_run)
+    args = bench_recipes.ArgParser().parse_args([])  # only the attributes run_arm reads:
+    for key, value in dict(runs=str(tmp_path), config="paper", epochs=20, seed=0, lr_step_epochs=5, val_every=500,
+                           checkpoint_every=250, set=[], max_steps=None, val_data=None, data=None).items():  # fmt: skip
+        setattr(args, key, value)
+    results = {name: bench_recipes.run_arm(name, args) for name in ("theta1e-4", "adam")}
+    assert "lr_step_epochs=5" in commands["theta1e-4"] and "optimizer=adam" not in commands["theta1e-4"]
+    assert "lr_step_epochs=15" in commands["adam"] and {"optimizer=adam", "lr=0.0001", "clip=none"} <= set(commands["adam"])
+    assert results["adam"]["lr_step_epochs"] == 15 and results["adam"]["curves"] == {"Set5": {"2": [[64, 35.0]]}}
+    assert bench_recipes.schedules(results) == "5 (adam: 15)"
+    assert bench_recipes.schedules({"theta1e-4": results["theta1e-4"]}) == "5"

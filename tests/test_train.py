@@ -82,6 +82,25 @@ def test_clipping_bounds_every_element():
     train.clip_gradients(Accelerator(cpu=True), model, cfg, 0.0)  # lr 0 (a valid recipe value): no division by zero
 
 
+def test_adam_is_caffes_adam_with_l2_weight_decay():
+    """optimizer=adam: betas 0.9 / 0.999, eps 1e-8, weight decay added to the gradient (Caffe's
+    Regularize), so the first step moves every element by lr * sign(g + wd * w)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(20, 20)
+    cfg = train.Config(optimizer="adam", lr=1e-3, weight_decay=0.1)
+    opt = train.make_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["eps"] == 1e-8 and opt.defaults["weight_decay"] == 0.1
+    model(torch.randn(8, 20)).pow(2).sum().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    expected = [w - 1e-3 * (p.grad + 0.1 * w) / ((p.grad + 0.1 * w).abs() + 1e-8) for w, p in zip(before, model.parameters())]
+    opt.step()
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=0, atol=1e-7)
+    sgd = train.make_optimizer(model, train.Config())
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+
+
 def test_loss_falls_and_outputs(tiny, tmp_path):
     out = tmp_path / "run"
     code = run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "30", "--val-data", "demo-val",
@@ -120,13 +139,18 @@ def deterministic():
     torch.use_deterministic_algorithms(saved[2])
 
 
-def test_resume_reproduces_uninterrupted_run(tiny, tmp_path, deterministic):
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_reproduces_uninterrupted_run(tiny, tmp_path, deterministic, optimizer):
+    """Bit for bit, whichever optimiser: its state (SGD's momentum, Adam's moments and step
+    count) travels in the checkpoint."""
     from safetensors.torch import load_file
 
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert run_main(["--config", str(tiny), "--output-dir", str(straight), "--max-steps", "10"]) == 0
-    assert run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "5"]) == 0  # stops mid-epoch
-    assert run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "10", "--resume"]) == 0
+    opt = ["--optimizer", "adam", "--lr", "0.001", "--clip", "none"] if optimizer == "adam" else []
+    assert run_main(["--config", str(tiny), "--output-dir", str(straight), "--max-steps", "10", *opt]) == 0
+    assert run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "5", *opt]) == 0  # stops mid-epoch
+    assert run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "10", "--resume", *opt]) == 0
+    assert json.loads((split / "config.json").read_text())["optimizer"] == optimizer
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
     assert json.loads((split / "summary.json").read_text())["patches_seen"] == 80
@@ -233,6 +257,7 @@ def test_bad_config_is_a_clear_error(tmp_path):
         ("batch_size=0", "batch_size = 0; expected an integer >= 1"),
         ("epochs=ten", "epochs = 'ten'; expected an integer"),
         ("clip=max", "clip = 'max'; expected one of adjustable, norm, none"),
+        ("optimizer=rmsprop", "optimizer = 'rmsprop'; expected one of sgd, adam"),
         ("lr=-0.1", "lr = -0.1; expected a number >= 0"),
         ("bf16=maybe", "bf16 = 'maybe'; expected true or false"),
         ("scales=[2,1]", "scale 1 is not supported"),
