@@ -195,6 +195,51 @@ def test_init_weights_starts_from_the_file(tiny, tmp_path):
     assert json.loads((moved / "summary.json").read_text())["init_sha256"] == sha
 
 
+def test_cycle_report_compares_a_warm_started_run_with_its_start(tiny, tmp_path, capsys):
+    """launch/cycle_report.py: both models evaluated as `vdsr eval` does, their difference per
+    cell, the verdict; refuses a run whose start file changed, or one that had no start file."""
+    import shutil
+
+    import cycle_report
+
+    from vdsr.checkpoint import save_weights
+    from vdsr.demo import demo_files
+    from vdsr.evaluate import evaluate, open_dataset, vdsr_method
+    from vdsr.model import VDSR
+    from vdsr.upscale import load_pretrained
+
+    torch.manual_seed(7)
+    init = tmp_path / "init.safetensors"
+    save_weights(init, VDSR(depth=4, channels=8))
+    run = tmp_path / "warm"
+    assert run_main(["--config", str(tiny), "--output-dir", str(run), "--max-steps", "3", "--init-weights", str(init)]) == 0
+    val = tmp_path / "val"
+    val.mkdir()
+    shutil.copy(demo_files(("chelsea.png",))[0], val / "chelsea.png")
+    record = tmp_path / "report.json"
+    assert cycle_report.main([str(run), "--json", str(record), "--data", str(val), "--scales", "2", "3"]) == 0
+    got = json.loads(record.read_text())
+    direct = evaluate([open_dataset(val)], [2, 3], vdsr_method(load_pretrained(init)), "vdsr").summary()
+    assert got["eval_start"] == {"val": {s: r["psnr"] for s, r in direct["val"].items()}}
+    assert got["eval_run_end"]["val"] != got["eval_start"]["val"]  # three steps moved it
+    gain = got["run_minus_start"]["val"]
+    assert gain == {s: round(got["eval_run_end"]["val"][s] - got["eval_start"]["val"][s], 4) for s in ("2", "3")}
+    assert got["better_in_every_cell"] == all(v > 0 for v in gain.values())
+    assert got["steps"] == 3 and got["schedule"]["optimizer"] == "sgd" and got["init_weights"] == str(init)
+    assert got["best_public"]["Set5"]["2"] == 37.57 and got["run_minus_best_public"] == {}  # no Set5 here
+    assert record.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    save_weights(init, VDSR(depth=4, channels=8))  # the start file replaced since: refused
+    with pytest.raises(SystemExit):
+        cycle_report.main([str(run), "--json", str(tmp_path / "x.json"), "--data", str(val)])
+    assert "sha256 differs from the one the run recorded" in capsys.readouterr().err
+    cold = tmp_path / "cold"
+    assert run_main(["--config", str(tiny), "--output-dir", str(cold), "--max-steps", "1"]) == 0
+    with pytest.raises(SystemExit):
+        cycle_report.main([str(cold), "--json", str(tmp_path / "x.json"), "--data", str(val)])
+    assert "did not start from weights" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
 def test_every_option_named_as_a_recipe_key_overrides_it(tiny):
     """The command line reaches the recipe for every option whose name is a recipe key."""
     keys = set(vars(train.parse_args(["--config", str(tiny)]))) & set(train.Config.__dataclass_fields__)
