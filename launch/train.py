@@ -517,12 +517,16 @@ def main(argv=None) -> int:
 
     # state, resume
     state = {"step": 0, "patches_seen": 0, "seconds": 0.0, "history": {"loss": [], "val": {}, "time": []},
-             "init_sha256": init_sha256}  # fmt: skip
+             "init_sha256": init_sha256, "optimizer": cfg.optimizer}  # fmt: skip
     if args.resume and resume_from is None:
         log.info("--resume: no checkpoint in %s, starting fresh", ckpts.root)
     elif resume_from is not None:
+        saved = json.loads((resume_from / "train_state.json").read_text())
+        if saved.get("optimizer", "sgd") != cfg.optimizer:  # its state would not load into this optimiser
+            raise InputError(f"--resume {resume_from}: a run with optimizer {saved.get('optimizer', 'sgd')}; "
+                             f"this recipe says {cfg.optimizer} (--init-weights starts a new run from its weights)")  # fmt: skip
         accelerator.load_state(str(resume_from))
-        state = json.loads((resume_from / "train_state.json").read_text())
+        state = saved
         log.info("resumed from %s (step %d)", resume_from, state["step"])
     init_sha256 = state.get("init_sha256")  # of the file the run started from, whatever it holds now
     if accelerator.is_main_process:

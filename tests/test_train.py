@@ -151,6 +151,9 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path, deterministic, opti
     assert run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "5", *opt]) == 0  # stops mid-epoch
     assert run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "10", "--resume", *opt]) == 0
     assert json.loads((split / "config.json").read_text())["optimizer"] == optimizer
+    other = ["--optimizer", "sgd"] if optimizer == "adam" else ["--optimizer", "adam", "--clip", "none"]
+    with pytest.raises(train.InputError, match=f"a run with optimizer {optimizer}; this recipe says"):
+        run_main(["--config", str(tiny), "--output-dir", str(split), "--max-steps", "12", "--resume", *other])
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
     assert json.loads((split / "summary.json").read_text())["patches_seen"] == 80
