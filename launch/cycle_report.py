@@ -22,7 +22,6 @@ replaced since the run started: the run is compared with what it started from, o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -34,9 +33,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "launch"))
 
 from results_table import PYTORCH_VDSR  # noqa: E402
+from train import metric  # noqa: E402
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
+from vdsr.checkpoint import file_sha256  # noqa: E402
 from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.errors import InputError  # noqa: E402
 from vdsr.evaluate import check_scales, evaluate, open_dataset, vdsr_method  # noqa: E402
@@ -59,7 +61,7 @@ def read_run(run: Path) -> tuple[dict, dict, dict, Path]:
     init = REPO / init if not init.is_absolute() and not init.is_file() else init
     if not init.is_file():
         raise InputError(f"{init}: the weights the run started from are missing")
-    if hashlib.sha256(init.read_bytes()).hexdigest() != config.get("init_sha256"):
+    if file_sha256(init) != config.get("init_sha256"):
         raise InputError(f"{init}: sha256 differs from the one the run recorded at its start (the file was replaced since)")
     return config, json.loads((run / "summary.json").read_text()), json.loads((run / "history.json").read_text()), init
 
@@ -72,8 +74,7 @@ def best_public() -> dict:
 
 
 def psnr(model, datasets, scales, device) -> dict:
-    summary = evaluate(datasets, scales, vdsr_method(model), "vdsr", device, progress=True).summary()
-    return {ds: {s: r["psnr"] for s, r in by.items()} for ds, by in summary.items()}
+    return metric(evaluate(datasets, scales, vdsr_method(model), "vdsr", device, progress=True).summary(), "psnr")
 
 
 def diff(a: dict, b: dict) -> dict:

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
-from vdsr.checkpoint import load_weights, save_weights  # noqa: E402
+from vdsr.checkpoint import file_sha256, load_weights, save_weights  # noqa: E402
 from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.data import PatchSampler, add_downsized, crop_size, load_store, make_loader  # noqa: E402
 from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
@@ -303,7 +303,7 @@ def init_from(model: VDSR, path: str) -> str:
             f"the recipe builds VDSR-{model.depth} with {model.channels}"
         )
     model.load_state_dict(src.state_dict())
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def validation_sets(entries: list) -> list[Dataset]:

@@ -7,6 +7,7 @@ plus whatever the writer adds (scales, recipe, ...).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -17,7 +18,12 @@ from .atomic import atomic_path
 from .errors import InputError
 from .model import VDSR
 
-__all__ = ["save_weights", "load_weights", "read_metadata"]
+__all__ = ["save_weights", "load_weights", "read_metadata", "file_sha256"]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex): which weights a run started from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_weights(path: str | Path, model: VDSR, metadata: dict[str, str] | None = None) -> None:
