@@ -99,7 +99,7 @@ class Config:
     val_every: int = 500  # 0: only at the end
     checkpoint_every: int = 100
     checkpoint_minutes: float | None = None  # also checkpoint when this much time passed since the last
-    max_minutes: float | None = None  # stop (and write the model) after this much training time
+    max_minutes: float | None = None  # stop (and write the model) after this much training time in this process
     keep_checkpoints: int = 2
     seed: int = 0
     output_dir: str = "runs/demo"
@@ -545,7 +545,7 @@ def main(argv=None) -> int:
     step = state["step"]
     bar = tqdm(total=total_steps, initial=step, disable=not accelerator.is_main_process, unit="step", dynamic_ncols=True)
     t_last, t0 = time.perf_counter(), time.perf_counter() - state["seconds"]
-    t_ckpt = t_last
+    t_ckpt = t_run = t_last  # t_run: this process's start (max_minutes); t0 counts the resumed run's time too
     patch_digest = hashlib.sha256()
     last_val = (None, {})  # (step, summary) of the latest validation: the final one is not run twice
     # read back only at read points (every log_every steps, and before a validation or a
@@ -584,7 +584,7 @@ def main(argv=None) -> int:
             clock = time.perf_counter()
             host = [float(stop["sigterm"]),
                     float(cfg.checkpoint_minutes is not None and clock - t_ckpt >= 60 * cfg.checkpoint_minutes),
-                    float(cfg.max_minutes is not None and clock - t0 >= 60 * cfg.max_minutes)]  # fmt: skip
+                    float(cfg.max_minutes is not None and clock - t_run >= 60 * cfg.max_minutes)]  # fmt: skip
             flags = torch.cat([torch.stack([loss_sum, n_bad]), torch.tensor(host, device=device)])
             total_loss, bad, term, ckpt_time, out_of_time = accelerator.reduce(flags, "sum").tolist()  # all ranks alike
             if bad > 0:

@@ -159,6 +159,27 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path, deterministic, opti
     assert json.loads((split / "summary.json").read_text())["patches_seen"] == 80
 
 
+def test_max_minutes_counts_this_process_only(tiny, tmp_path):
+    """max_minutes is this process's budget: a run resumed from a checkpoint with hours behind it
+    still trains (it once stopped at its first read point: the budget counted the earlier hours,
+    found in a GPU call that resumed a CPU run), and max_minutes = 0 stops at the first read point."""
+    out = tmp_path / "run"
+    assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "4"]) == 0
+    state_file = max((out / "checkpoints").glob("step-*")) / "train_state.json"
+    state = json.loads(state_file.read_text())
+    state["seconds"] = 5 * 3600.0  # five hours of earlier training
+    state_file.write_text(json.dumps(state))
+    assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "10", "--resume",
+                     "--set", "max_minutes=5"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 10 and summary["stopped_early"] is None, summary
+    assert summary["seconds"] > 5 * 3600  # the run's total time still counts the earlier hours
+    assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "20", "--resume",
+                     "--set", "max_minutes=0"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["stopped_early"] == "max_minutes at step 12 of 20", summary
+
+
 def test_init_weights_starts_from_the_file(tiny, tmp_path):
     """init_weights: the run starts from the file's tensors (at lr 0 it ends on them, bit for bit),
     records the file's sha256, and a resumed run takes its checkpoint instead."""
