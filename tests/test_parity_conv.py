@@ -117,7 +117,10 @@ def test_parity_vdsr20_forward(dtype):
     assert not out.isnan().any()
     res_err = rel_err(out.double() - x.double(), ref64 - x.double())  # on the residual
     if dtype == torch.float32:
-        assert res_err <= 1e-5
+        # compiled, float32 is 3xTF32 on tensor cores, whose float32 accumulation is not IEEE
+        # round-to-nearest: measured 6.5e-5 on an H200 (Triton 3.6), 20 layers of the one-layer
+        # error in test_parity_float32_precisions_are_what_they_say; the interpreter's is exact
+        assert res_err <= (1e-5 if kconv.INTERPRET else 1e-4), res_err
     else:
         # low precision accumulates over 20 layers: no worse than eager autocast in that dtype
         with torch.autocast(DEVICE, dtype=dtype):
@@ -178,13 +181,25 @@ def test_parity_training_gradients():
 def test_parity_float32_precisions_are_what_they_say():
     """TF32 really rounds the operands (on a GPU by the tensor core, in the interpreter by the
     emulation), and 3xTF32 gets float32 accuracy back. Measured in the interpreter: TF32 7.4e-4,
-    3xTF32 2.0e-7, IEEE 2.2e-7 (64 -> 64 channels)."""
+    3xTF32 2.0e-7, IEEE 2.2e-7 (64 -> 64 channels); compiled on an H200 (Triton 3.6): TF32
+    7.6e-4, 3xTF32 (which "ieee" means there) 4.0e-6, the tensor core's float32 accumulation
+    being coarser than IEEE round-to-nearest."""
     wt, b = layer(64, 64)
     x = torch.rand(2, 17, 19, 64, device=DEVICE)
     ref = conv3x3_reference(x.permute(0, 3, 1, 2).double(), wt.double(), b.double()).permute(0, 2, 3, 1)
     err = {p: rel_err(conv3x3(x, pack_weight(wt), b, precision=p), ref) for p in ("ieee", "tf32", "tf32x3")}
     assert 1e-4 < err["tf32"] < 5e-3, err  # 10-bit mantissas: not float32, not worse than TF32
-    assert err["tf32x3"] < 1e-6 and err["ieee"] < 1e-6, err
+    bound = 1e-6 if kconv.INTERPRET else PARITY_TOLERANCE[(torch.float32, "tf32x3")]
+    assert err["tf32x3"] < bound and err["ieee"] < bound, err
+    assert 50 * err["tf32x3"] < err["tf32"], err  # float32 accuracy back: far below TF32's
+    if DEVICE == "cuda":  # for the record (-s): cuDNN's float32 conv, TF32 off, on the same data
+        tf32_was = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            eager = conv3x3_reference(x.permute(0, 3, 1, 2), wt, b).permute(0, 2, 3, 1)
+        finally:
+            torch.backends.cudnn.allow_tf32 = tf32_was
+        print(f"float32 conv error vs float64: {err}, cuDNN (TF32 off) {rel_err(eager, ref):.2e}")
     with pytest.raises(ValueError, match="precision"):
         conv3x3(x, pack_weight(wt), b, precision="fp64")
 
