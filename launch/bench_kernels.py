@@ -304,6 +304,8 @@ def main() -> None:
         "triton": __import__("triton").__version__,
         "bf16_matmul_tflops": round(peak, 1) if peak else None,
         "copy_gbps": round(copy_bw, 1) if copy_bw else None,
+        "autotune": os.environ.get("VDSR_AUTOTUNE", "all"),  # "first": each kernel's first config, untuned
+        "compile_mode": "none" if args.smoke else args.compile_mode,
     }
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     fwd, rs = [], []

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # One command for a lent GPU machine (H100/H200: python3 with torch 2.11 + triton 3.6, no DALI,
 # no network): measures everything GPU-side in one call, in about 6 minutes (time limits per
-# part: 2 + 2 + 2.5 + 2 + train minutes + 2 + 2 at the most), writing as it goes.
+# part: 1 + 1.7 + 2 + 1.8 + train minutes + 1 + 1 at the most), writing as it goes.
 #
 #   bash scripts/gpu_run.sh [--out DIR] [--data DIR] [--recipe NAME|FILE] [--train-minutes M]
-#                           [--resume CHECKPOINT_DIR]   (continue a run from an earlier call)
+#                           [--resume CHECKPOINT_DIR]   (continue a run from an earlier call,
+#                                                         or a CPU run's committed checkpoint)
+#                           [--deadline SECONDS]  (the whole script ends inside this: train gets
+#                                                  what the parts before it left, less 100 s)
+#                           [--anneal]  (fit the recipe's lr decay into the train minutes at the
+#                                        rate bench_train measured: scripts/plan_anneal.py)
+#                           [--bench-precisions "bf16 tf32"]
 #   bash scripts/gpu_run.sh --dry-run      # the same steps at toy sizes on the CPU (CI runs it)
 #
 # Parts (each with its own time limit; a failed part is reported and the others still run):
@@ -30,6 +36,9 @@ DATA=""
 RECIPE="paper-x80"  # the next recipe to train (paper-x8 is done and shipped)
 TRAIN_MIN="1.5"
 RESUME=()
+DEADLINE=0
+ANNEAL=0
+BENCH_PRECISIONS="bf16 tf32"
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -40,6 +49,9 @@ while [[ $# -gt 0 ]]; do
         --train-minutes) TRAIN_MIN="$2"; shift ;;
         --resume) [[ -d "$2" ]] || { echo "gpu_run: error: --resume $2: no such checkpoint folder" >&2; exit 2; }
                   RESUME=(--resume "$2"); shift ;;
+        --deadline) DEADLINE="$2"; shift ;;
+        --anneal) ANNEAL=1 ;;
+        --bench-precisions) BENCH_PRECISIONS="$2"; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "gpu_run: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -53,6 +65,9 @@ for d in T91 BSD200 Set5 Set14; do
 done
 if ! [[ "$TRAIN_MIN" =~ ^[0-9]+([.][0-9]+)?$ ]] || [[ "$TRAIN_MIN" == 0 ]]; then
     echo "gpu_run: error: --train-minutes $TRAIN_MIN: expected a number > 0" >&2; exit 2
+fi
+if ! [[ "$DEADLINE" =~ ^[0-9]+$ ]]; then
+    echo "gpu_run: error: --deadline $DEADLINE: expected whole seconds (0: none)" >&2; exit 2
 fi
 mkdir -p "$OUTDIR/logs" "$OUTDIR/benchmarks" || { echo "gpu_run: error: $OUTDIR: cannot create" >&2; exit 2; }
 
@@ -86,30 +101,55 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run, log to OUT/logs/NAME.log, r
     SUMMARY+=("$(printf '%-14s %-18s %6ss  logs/%s.log' "$name" "$status" "$secs" "$name")")
 }
 
+train_minutes() {  # --train-minutes, cut to what --deadline leaves (its start-up and save, eval and the summary keep 130 s)
+    if [[ $DEADLINE == 0 ]]; then echo "$TRAIN_MIN"; return; fi
+    "$PY" -c "import sys; left = ($DEADLINE - ($(date +%s) - $T_START) - 130) / 60
+print(round(min($TRAIN_MIN, left), 2) if left >= 0.5 else sys.exit('gpu_run: --deadline leaves under 0.5 min to train'))"
+}
+anneal_set() {  # --anneal: epochs=E lr_step_epochs=S from the torch bf16 training-loop rate of BENCH_JSON
+    local rate minutes="$1"
+    shift
+    rate=$("$PY" -c "import json, sys
+rows = [r for r in json.load(open(sys.argv[1]))['rows'] if r['backend'] == 'torch' and r['precision'] == 'bf16']
+print(rows[0]['loop_patches_per_s'])" "$BENCH_JSON") || { echo "gpu_run: --anneal: no torch bf16 rate in $BENCH_JSON" >&2; return 1; }
+    "$PY" scripts/plan_anneal.py --config "$RECIPE" --rate "$rate" --seconds "$(awk "BEGIN { print 60 * $minutes }")" \
+        "${RESUME[@]}" --set "$@"
+}
+
 if [[ $DRY == 1 ]]; then
     part install 300 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
     part parity 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_parity_conv.py -k "parity_conv_first or float32_precisions"
     part bench_kernels 300 "$PY" launch/bench_kernels.py --smoke --repeats 1 --out "$OUTDIR/benchmarks"
+    BENCH_JSON="$OUTDIR/benchmarks/train-dry-run.json"
     part bench_train 300 "$PY" launch/bench_train.py --depth 4 --steps 3 --precisions bf16 --log-every 2 \
-        --config paper --data "$DATA/T91" --loader device --json "$OUTDIR/benchmarks/train-dry-run.json"
-    part train 300 "$PY" launch/train.py --config paper --data "$DATA/T91" --val-data "$DATA/Set5" \
-        --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps 6 \
-        --set channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001 max_minutes=5
+        --config paper --data "$DATA/T91" --loader device --json "$BENCH_JSON"
+    TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)
+    TMIN=$(train_minutes) || exit 1
+    PLAN=()
+    if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}"); fi
+    part train 300 "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" --val-data "$DATA/Set5" \
+        --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps 6 "${RESUME[@]}" \
+        --set "${TOY[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
     part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
         --json "$OUTDIR/run/eval.json" --device cpu
 else
     "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || { echo "gpu_run: error: no CUDA device (use --dry-run on the CPU)" >&2; exit 2; }
     DEV=$("$PY" -c "import re, torch; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))")
-    TRAIN_LIMIT=$("$PY" -c "print(int(60 * $TRAIN_MIN + 120))")
-    part install 120 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
-    part parity 120 env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests -k parity
-    part bench_kernels 150 "$PY" launch/bench_kernels.py --repeats 20 --compile-mode "$COMPILE_MODE" --out "$OUTDIR/benchmarks"
-    part bench_train 120 "$PY" launch/bench_train.py --config paper --data "$DATA/T91" "$DATA/BSD200" --loader device \
-        --steps 50 --loop-steps 200 --json "$OUTDIR/benchmarks/train-$DEV.json"
+    part install 60 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
+    part parity 100 env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests -k parity
+    part bench_kernels 120 "$PY" launch/bench_kernels.py --repeats 20 --compile-mode "$COMPILE_MODE" --out "$OUTDIR/benchmarks"
+    BENCH_JSON="$OUTDIR/benchmarks/train-$DEV.json"
+    read -r -a BENCH_PREC <<< "$BENCH_PRECISIONS"
+    part bench_train 110 "$PY" launch/bench_train.py --config paper --data "$DATA/T91" "$DATA/BSD200" --loader device \
+        --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" --json "$BENCH_JSON"
+    TMIN=$(train_minutes) || exit 1
+    PLAN=()
+    if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1); fi
+    TRAIN_LIMIT=$("$PY" -c "print(int(60 * $TMIN + 60))")
     part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
         --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
-        "${RESUME[@]}" --set checkpoint_minutes=1 "max_minutes=$TRAIN_MIN"
-    part eval 120 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
+        "${RESUME[@]}" --set checkpoint_minutes=1 "max_minutes=$TMIN" "${PLAN[@]}"
+    part eval 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
         --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
 fi
 

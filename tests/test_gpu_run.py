@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data)],
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data),
+                           "--anneal", "--deadline", "1500"],
                           capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = (out / "summary.txt").read_text().splitlines()
@@ -25,12 +26,34 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     assert (out / "run" / "model.safetensors").is_file()
     assert "Set5" in json.loads((out / "run" / "eval.json").read_text())
     assert any((out / "run" / "checkpoints").glob("step-*"))
+    # --anneal: the recipe's decay was refitted into the train minutes (paper-x80: 80 epochs, decay every 20)
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert "plan_anneal: steps 0 to" in proc.stdout + proc.stderr
+    assert config["lr_step_epochs"] < config["epochs"] < 2 * config["lr_step_epochs"], config
+    assert (config["epochs"], config["lr_step_epochs"]) != (80, 20)
 
 
 def test_gpu_run_refuses_bad_arguments(tmp_path):
     for args, message in [(["--bogus"], "unknown argument"), (["--dry-run", "--data", str(tmp_path)], "no such folder"),
                           (["--dry-run", "--train-minutes", "-1"], "--train-minutes"),
+                          (["--dry-run", "--deadline", "5m"], "--deadline"),
                           (["--dry-run", "--resume", str(tmp_path / "none")], "no such checkpoint folder")]:  # fmt: skip
         proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), *args, "--out", str(tmp_path / "o")],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_plan_anneal_fits_the_decay_into_the_budget():
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from plan_anneal import main, plan
+
+    # resumed at step 20,100 (1,000 steps an epoch), 30,900 new steps: ends at 51,000, decays at 43,000
+    assert plan(20100, 1000, 30900, 0.25) == (51, 43)
+    assert plan(0, 4, 100, 0.25) == (25, 19)  # a fresh run
+    assert plan(20100, 1000, 500, 0.25) is None  # not one epoch boundary inside the budget
+    assert plan(20100, 1000, 1000, 0.25) is None  # to step 21,000: no whole epoch left to decay in
+    assert plan(20100, 1000, 1900, 0.25) == (22, 21)  # the one whole epoch at the decayed lr
+    assert main(["--config", "paper", "--rate", "10", "--seconds", "1"]) == 1
+    assert main(["--config", "paper", "--rate", "100", "--seconds", "60", "--set", "nonsense"]) == 2
