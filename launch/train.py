@@ -23,12 +23,15 @@ temporary folder and renamed, so a crash never leaves a torn checkpoint; ``--res
 newest whole one, and a fresh run refuses a folder that holds one), TensorBoard logs,
 ``config.json`` (at the start), ``history.json`` and ``curves.png`` (at every validation, so a long
 run shows its curve while it goes on, and at the end), and at the end ``model.safetensors`` and
-``summary.json``.
+``summary.json``. ``ema_decay: d`` (e.g. 0.999) also keeps an exponential moving average of the
+weights, updated every step, saved in each checkpoint (``ema.safetensors``), validated beside
+them (``Set5 EMA`` in the history and curves) and written at the end as ``model_ema.safetensors``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -101,6 +104,7 @@ class Config:
     checkpoint_minutes: float | None = None  # also checkpoint when this much time passed since the last
     max_minutes: float | None = None  # stop (and write the model) after this much training time in this process
     keep_checkpoints: int = 2
+    ema_decay: float = 0.0  # > 0 (e.g. 0.999): also keep an exponential moving average of the weights
     seed: int = 0
     output_dir: str = "runs/demo"
     inject_nan_at: int | None = None  # testing: make the loss NaN at this step
@@ -124,6 +128,8 @@ class Config:
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise InputError(f"config: {key} = {v!r}; expected an integer >= {low}")
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
+            raise InputError(f"config: ema_decay = {self.ema_decay!r}; expected a number in [0, 1) (0: off)")
         for key in ("lr", "lr_gamma", "momentum", "weight_decay", "clip_theta", "checkpoint_minutes", "max_minutes"):
             v = getattr(self, key)
             if v is None and key in ("checkpoint_minutes", "max_minutes"):
@@ -339,7 +345,8 @@ class Checkpoints:
         whole = self.whole()
         return whole[-1] if whole else None
 
-    def save(self, accelerator: Accelerator, state: dict) -> Path:
+    def save(self, accelerator: Accelerator, state: dict, ema: torch.nn.Module | None = None) -> Path:
+        """The state (and ``ema.safetensors``, the averaged weights, when ``ema``) as one folder."""
         name = f"step-{state['step']:07d}"
         tmp, final = self.root / f".tmp-{name}", self.root / name
         if accelerator.is_main_process:
@@ -348,6 +355,8 @@ class Checkpoints:
         accelerator.save_state(str(tmp))  # model (safetensors), optimizer, RNG states
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            if ema is not None:
+                save_weights(tmp / "ema.safetensors", ema)
             write_json(tmp / "train_state.json", state)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)  # the checkpoint appears whole or not at all
@@ -423,6 +432,22 @@ def validate(model, datasets, scales, device, tf32: bool = False) -> dict:
         set_tf32(tf32)
         model.train()
     return report.summary()
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model``, parameter by parameter, on the device (no host
+    synchronisation: ``torch.optim.swa_utils.AveragedModel`` reads its step counter back)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+
+
+def validate_all(model, ema, datasets, scales, device, tf32: bool = False) -> dict:
+    """:func:`validate` of the weights and, when ``ema`` is kept, of their average too, under the
+    dataset's name + " EMA" (so history, curves and summaries carry both)."""
+    report = validate(model, datasets, scales, device, tf32)
+    if ema is not None:
+        report.update({f"{name} EMA": v for name, v in validate(ema, datasets, scales, device, tf32).items()})
+    return report
 
 
 def train_step(model, optimizer, accelerator: Accelerator, cfg: Config, lr_in, hr, lr: float, world: int) -> torch.Tensor:
@@ -529,6 +554,13 @@ def main(argv=None) -> int:
         state = saved
         log.info("resumed from %s (step %d)", resume_from, state["step"])
     init_sha256 = state.get("init_sha256")  # of the file the run started from, whatever it holds now
+    ema = None  # the weights' moving average (ema_decay > 0): validated beside them, saved as model_ema
+    if cfg.ema_decay > 0:
+        ema = copy.deepcopy(raw_model).requires_grad_(False)
+        if resume_from is not None and (resume_from / "ema.safetensors").is_file():
+            ema.load_state_dict(load_weights(resume_from / "ema.safetensors").state_dict())
+        elif resume_from is not None:
+            log.info("ema_decay: %s holds no ema.safetensors; the average starts from its weights", resume_from)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", {**asdict(cfg), "world_size": world, "init_sha256": init_sha256})
@@ -567,6 +599,8 @@ def main(argv=None) -> int:
                 hr = hr * float("nan")  # testing: a non-finite loss at this step
             lr = lr_at(cfg, step, steps_per_epoch)
             loss = train_step(model, optimizer, accelerator, cfg, lr_in, hr, lr, world)
+            if ema is not None:
+                ema_update(ema, raw_model, cfg.ema_decay)
             loss_sum += loss
             n_bad += ~torch.isfinite(loss)
             step += 1
@@ -613,7 +647,7 @@ def main(argv=None) -> int:
 
             # ---- validation (the main process), checkpoints
             if val_due and val_sets:
-                last_val = (step, validate(raw_model, val_sets, cfg.scales, device, cfg.tf32))
+                last_val = (step, validate_all(raw_model, ema, val_sets, cfg.scales, device, cfg.tf32))
                 psnr = metric(last_val[1], "psnr")
                 for name, by in psnr.items():
                     for s, v in by.items():
@@ -624,7 +658,7 @@ def main(argv=None) -> int:
                 t_last = time.perf_counter()  # validation time is not training throughput
             state["step"], state["seconds"] = step, time.perf_counter() - t0
             if ckpt_due or term > 0 or ckpt_time > 0:
-                ckpts.save(accelerator, state)
+                ckpts.save(accelerator, state, ema)
                 t_last = t_ckpt = time.perf_counter()
             if term > 0:
                 log.warning("SIGTERM: checkpoint saved at step %d; continue with --resume", step)
@@ -649,9 +683,12 @@ def main(argv=None) -> int:
             out / "model.safetensors", raw_model,
             {"scales": ",".join(map(str, cfg.scales)), "steps": str(step), "recipe": Path(args.config).stem},
         )  # fmt: skip
+        if ema is not None:
+            save_weights(out / "model_ema.safetensors", ema, {"scales": ",".join(map(str, cfg.scales)), "steps": str(step),
+                                                              "recipe": Path(args.config).stem, "ema_decay": str(cfg.ema_decay)})  # fmt: skip
         final = last_val[1] if last_val[0] == step else {}
         if val_sets and not final:  # e.g. resumed from the last step
-            final = validate(raw_model, val_sets, cfg.scales, device, cfg.tf32)
+            final = validate_all(raw_model, ema, val_sets, cfg.scales, device, cfg.tf32)
         summary = {
             "world_size": world,
             "steps": step,

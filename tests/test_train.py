@@ -180,6 +180,38 @@ def test_max_minutes_counts_this_process_only(tiny, tmp_path):
     assert summary["steps"] == 12 and summary["stopped_early"] == "max_minutes at step 12 of 20", summary
 
 
+def test_ema_is_the_moving_average_and_resumes_exactly(tiny, tmp_path, deterministic):
+    """ema_decay: the average obeys ema = d * ema + (1 - d) * w, travels in the checkpoint (a
+    split run ends on the same average as a straight one, bit for bit), is validated beside the
+    weights and written as model_ema.safetensors."""
+    from safetensors.torch import load_file
+
+    ema, w = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    expect = [0.9 * a.detach() + 0.1 * b.detach() for a, b in zip(ema.parameters(), w.parameters())]
+    train.ema_update(ema, w, 0.9)
+    assert all(torch.allclose(a, e) for a, e in zip(ema.parameters(), expect))
+
+    val = tmp_path / "val"
+    val.mkdir()
+    from PIL import Image
+
+    Image.fromarray((torch.rand(48, 48, 3) * 255).byte().numpy()).save(val / "a.png")
+    args = ["--config", str(tiny), "--val-data", str(val), "--scales", "2", "--set", "ema_decay=0.5"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_main([*args, "--output-dir", str(straight), "--max-steps", "10"]) == 0
+    assert run_main([*args, "--output-dir", str(split), "--max-steps", "5"]) == 0
+    assert (max((split / "checkpoints").glob("step-*")) / "ema.safetensors").is_file()
+    assert run_main([*args, "--output-dir", str(split), "--max-steps", "10", "--resume"]) == 0
+    a, b = load_file(str(straight / "model_ema.safetensors")), load_file(str(split / "model_ema.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    raw = load_file(str(straight / "model.safetensors"))
+    assert any(not torch.equal(a[k], raw[k]) for k in a)  # an average, not a copy of the weights
+    psnr = json.loads((straight / "summary.json").read_text())["final_psnr"]
+    assert set(psnr) == {"val", "val EMA"} and psnr["val EMA"]["2"] != psnr["val"]["2"], psnr
+    with pytest.raises(train.InputError, match=r"ema_decay = 1; expected a number in \[0, 1\)"):
+        run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "bad"), "--set", "ema_decay=1"])
+
+
 def test_init_weights_starts_from_the_file(tiny, tmp_path):
     """init_weights: the run starts from the file's tensors (at lr 0 it ends on them, bit for bit),
     records the file's sha256, and a resumed run takes its checkpoint instead."""
