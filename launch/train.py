@@ -679,13 +679,10 @@ def main(argv=None) -> int:
     # ---- the results
     if accelerator.is_main_process:
         seconds = time.perf_counter() - t0
-        save_weights(
-            out / "model.safetensors", raw_model,
-            {"scales": ",".join(map(str, cfg.scales)), "steps": str(step), "recipe": Path(args.config).stem},
-        )  # fmt: skip
+        meta = {"scales": ",".join(map(str, cfg.scales)), "steps": str(step), "recipe": Path(args.config).stem}
+        save_weights(out / "model.safetensors", raw_model, meta)
         if ema is not None:
-            save_weights(out / "model_ema.safetensors", ema, {"scales": ",".join(map(str, cfg.scales)), "steps": str(step),
-                                                              "recipe": Path(args.config).stem, "ema_decay": str(cfg.ema_decay)})  # fmt: skip
+            save_weights(out / "model_ema.safetensors", ema, {**meta, "ema_decay": str(cfg.ema_decay)})
         final = last_val[1] if last_val[0] == step else {}
         if val_sets and not final:  # e.g. resumed from the last step
             final = validate_all(raw_model, ema, val_sets, cfg.scales, device, cfg.tf32)

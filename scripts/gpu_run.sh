@@ -106,6 +106,11 @@ train_minutes() {  # --train-minutes, cut to what --deadline leaves (its start-u
     "$PY" -c "import sys; left = ($DEADLINE - ($(date +%s) - $T_START) - 130) / 60
 print(round(min($TRAIN_MIN, left), 2) if left >= 0.5 else sys.exit('gpu_run: --deadline leaves under 0.5 min to train'))"
 }
+skip_training() {  # --deadline left too little: the summary says so, and the script fails
+    FAILED=1
+    SUMMARY+=("$(printf '%-14s %-18s %6ss  %s' train SKIPPED 0 '(--deadline: under 0.5 min left to train)')")
+    SUMMARY+=("$(printf '%-14s %-18s %6ss  %s' eval SKIPPED 0 '(no model)')")
+}
 anneal_set() {  # --anneal: epochs=E lr_step_epochs=S from the torch bf16 training-loop rate of BENCH_JSON
     local rate minutes="$1"
     shift
@@ -124,14 +129,17 @@ if [[ $DRY == 1 ]]; then
     part bench_train 300 "$PY" launch/bench_train.py --depth 4 --steps 3 --precisions bf16 --log-every 2 \
         --config paper --data "$DATA/T91" --loader device --json "$BENCH_JSON"
     TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)
-    TMIN=$(train_minutes) || exit 1
-    PLAN=()
-    if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}"); fi
-    part train 300 "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" --val-data "$DATA/Set5" \
-        --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps 6 "${RESUME[@]}" \
-        --set "${TOY[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
-    part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
-        --json "$OUTDIR/run/eval.json" --device cpu
+    if TMIN=$(train_minutes); then
+        PLAN=()
+        if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}"); fi
+        part train 300 "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" --val-data "$DATA/Set5" \
+            --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps 6 "${RESUME[@]}" \
+            --set "${TOY[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
+        part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
+            --json "$OUTDIR/run/eval.json" --device cpu
+    else
+        skip_training
+    fi
 else
     "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || { echo "gpu_run: error: no CUDA device (use --dry-run on the CPU)" >&2; exit 2; }
     DEV=$("$PY" -c "import re, torch; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))")
@@ -142,15 +150,18 @@ else
     read -r -a BENCH_PREC <<< "$BENCH_PRECISIONS"
     part bench_train 110 "$PY" launch/bench_train.py --config paper --data "$DATA/T91" "$DATA/BSD200" --loader device \
         --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" --json "$BENCH_JSON"
-    TMIN=$(train_minutes) || exit 1
-    PLAN=()
-    if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1); fi
-    TRAIN_LIMIT=$("$PY" -c "print(int(60 * $TMIN + 60))")
-    part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
-        --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
-        "${RESUME[@]}" --set checkpoint_minutes=1 "max_minutes=$TMIN" "${PLAN[@]}"
-    part eval 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
-        --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
+    if TMIN=$(train_minutes); then
+        PLAN=()
+        if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1); fi
+        TRAIN_LIMIT=$("$PY" -c "print(int(60 * $TMIN + 60))")
+        part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
+            --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
+            "${RESUME[@]}" --set checkpoint_minutes=1 "max_minutes=$TMIN" "${PLAN[@]}"
+        part eval 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
+            --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
+    else
+        skip_training
+    fi
 fi
 
 echo

@@ -57,3 +57,16 @@ def test_plan_anneal_fits_the_decay_into_the_budget():
     assert plan(20100, 1000, 1900, 0.25) == (22, 21)  # the one whole epoch at the decayed lr
     assert main(["--config", "paper", "--rate", "10", "--seconds", "1"]) == 1
     assert main(["--config", "paper", "--rate", "100", "--seconds", "60", "--set", "nonsense"]) == 2
+
+
+def test_gpu_run_deadline_too_short_skips_training_with_a_summary(shared_data, tmp_path):
+    """--deadline that leaves no time to train: the earlier parts run, training and eval are
+    reported SKIPPED in the summary, and the exit status is 1 (a dry run with a 1 s deadline)."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data),
+                           "--deadline", "1"], capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert [line.split()[:2] for line in summary][-2:] == [["train", "SKIPPED"], ["eval", "SKIPPED"]], summary
+    assert not (out / "run").exists()
