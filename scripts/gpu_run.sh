@@ -11,6 +11,9 @@
 #                           [--anneal]  (fit the recipe's lr decay into the train minutes at the
 #                                        rate bench_train measured: scripts/plan_anneal.py)
 #                           [--bench-precisions "bf16 tf32"]
+#                           [--train-set "KEY=VALUE ..."]  (recipe overrides for the training
+#                                        part, e.g. "init_weights=weights/vdsr20_x234.safetensors
+#                                        ema_decay=0.999")
 #   bash scripts/gpu_run.sh --dry-run      # the same steps at toy sizes on the CPU (CI runs it)
 #
 # Parts (each with its own time limit; a failed part is reported and the others still run):
@@ -39,6 +42,7 @@ RESUME=()
 DEADLINE=0
 ANNEAL=0
 BENCH_PRECISIONS="bf16 tf32"
+TRAIN_SET=()
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -52,6 +56,7 @@ while [[ $# -gt 0 ]]; do
         --deadline) DEADLINE="$2"; shift ;;
         --anneal) ANNEAL=1 ;;
         --bench-precisions) BENCH_PRECISIONS="$2"; shift ;;
+        --train-set) read -r -a TRAIN_SET <<< "$2"; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "gpu_run: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -131,10 +136,10 @@ if [[ $DRY == 1 ]]; then
     TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)
     if TMIN=$(train_minutes); then
         PLAN=()
-        if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}"); fi
+        if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}" "${TRAIN_SET[@]}"); fi
         part train 300 "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" --val-data "$DATA/Set5" \
             --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps 6 "${RESUME[@]}" \
-            --set "${TOY[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
+            --set "${TOY[@]}" "${TRAIN_SET[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
             --json "$OUTDIR/run/eval.json" --device cpu
     else
@@ -152,11 +157,11 @@ else
         --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" --json "$BENCH_JSON"
     if TMIN=$(train_minutes); then
         PLAN=()
-        if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1); fi
+        if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1 "${TRAIN_SET[@]}"); fi
         TRAIN_LIMIT=$("$PY" -c "print(int(60 * $TMIN + 60))")
         part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
             --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
-            "${RESUME[@]}" --set checkpoint_minutes=1 "max_minutes=$TMIN" "${PLAN[@]}"
+            "${RESUME[@]}" --set checkpoint_minutes=1 "${TRAIN_SET[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
             --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
     else

@@ -14,7 +14,7 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data),
-                           "--anneal", "--deadline", "1500"],
+                           "--anneal", "--deadline", "1500", "--train-set", "ema_decay=0.9 seed=5"],
                           capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = (out / "summary.txt").read_text().splitlines()
@@ -31,6 +31,8 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     assert "plan_anneal: steps 0 to" in proc.stdout + proc.stderr
     assert config["lr_step_epochs"] < config["epochs"] < 2 * config["lr_step_epochs"], config
     assert (config["epochs"], config["lr_step_epochs"]) != (80, 20)
+    assert (config["ema_decay"], config["seed"]) == (0.9, 5)  # --train-set reached the run
+    assert (out / "run" / "model_ema.safetensors").is_file()
 
 
 def test_gpu_run_refuses_bad_arguments(tmp_path):
