@@ -7,7 +7,7 @@
 #                           [--resume CHECKPOINT_DIR]   (continue a run from an earlier call,
 #                                                         or a CPU run's committed checkpoint)
 #                           [--deadline SECONDS]  (the whole script ends inside this: train gets
-#                                                  what the parts before it left, less 100 s)
+#                                                  what the parts before it left, less 130 s)
 #                           [--anneal]  (fit the recipe's lr decay into the train minutes at the
 #                                        rate bench_train measured: scripts/plan_anneal.py)
 #                           [--bench-precisions "bf16 tf32"]
@@ -36,7 +36,7 @@ cd "$ROOT"
 DRY=0
 OUTDIR="${OUT:-$ROOT/outputs/gpu_run}"
 DATA=""
-RECIPE="paper-x80"  # the next recipe to train (paper-x8 is done and shipped)
+RECIPE="paper-x80"  # the recipe from scratch not yet run (the shipped model is paper-x8-restart)
 TRAIN_MIN="1.5"
 RESUME=()
 DEADLINE=0
