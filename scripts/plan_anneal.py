@@ -64,7 +64,11 @@ def main(argv=None) -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"plan_anneal: error: {state_file}: cannot read the step ({e})", file=sys.stderr)
             return 2
-    per_epoch = max(1, cfg.patches_per_epoch // cfg.batch_size)
+    if cfg.sampling != "random":  # a fixed grid's epoch length depends on the images (PatchSampler)
+        print(f"plan_anneal: error: --config {args.config}: sampling {cfg.sampling}; plans are made for "
+              "random sampling, whose epoch is patches_per_epoch // batch_size steps", file=sys.stderr)  # fmt: skip
+        return 2
+    per_epoch = cfg.patches_per_epoch // cfg.batch_size  # PatchSampler.batches_per_epoch (random sampling)
     new_steps = int(args.rate * args.seconds * args.safety / cfg.batch_size)
     got = plan(start, per_epoch, new_steps, args.anneal_fraction)
     if got is None:

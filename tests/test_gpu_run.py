@@ -59,6 +59,7 @@ def test_plan_anneal_fits_the_decay_into_the_budget():
     assert plan(20100, 1000, 1900, 0.25) == (22, 21)  # the one whole epoch at the decayed lr
     assert main(["--config", "paper", "--rate", "10", "--seconds", "1"]) == 1
     assert main(["--config", "paper", "--rate", "100", "--seconds", "60", "--set", "nonsense"]) == 2
+    assert main(["--config", "seed", "--rate", "100", "--seconds", "600"]) == 2  # a fixed grid: refused
 
 
 def test_gpu_run_deadline_too_short_skips_training_with_a_summary(shared_data, tmp_path):
