@@ -7,7 +7,9 @@ Inputs (written by `vdsr eval ... --json FILE`, shape {dataset: {scale: {psnr, s
   --model    weights/vdsr20_x234-eval.json   (`--method vdsr`, the shipped weights)
   --bicubic  weights/bicubic-eval.json       (`--method bicubic`)
   --official weights/official-eval.json      (`--method vdsr` on the authors' released model,
-                                              converted by `vdsr import VDSR_Official.mat`)
+                                              converted by `vdsr import VDSR_Official.mat`;
+                                              the public-model columns; `--official none`
+                                              leaves them out)
 The pytorch-vdsr column (twtygqyy/pytorch-vdsr, model_epoch_50.pth) was measured with this
 project's `vdsr eval` (float32) on its released weights (issue 12); those weights are a pickle,
 which this project never loads, so its PSNRs are constants here. The paper's column is Kim et
@@ -68,13 +70,14 @@ def main() -> int:
     ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=ROOT / "weights/vdsr20_x234-eval.json", type=Path)
     ap.add_argument("--bicubic", default=ROOT / "weights/bicubic-eval.json", type=Path)
-    ap.add_argument("--official", type=Path, help="eval JSON of the authors' model (adds the public-model columns)")
+    ap.add_argument("--official", default=str(ROOT / "weights/official-eval.json"),
+                    help="eval JSON of the authors' model (the public-model columns); none: leave them out")
     ap.add_argument("--write", metavar="README", type=Path, help="replace the table between the markers")
     args = ap.parse_args()
     try:
         model = json.loads(args.model.read_text())
         bicubic = json.loads(args.bicubic.read_text())
-        official = json.loads(args.official.read_text()) if args.official else None
+        official = None if args.official == "none" else json.loads(Path(args.official).read_text())
         text = table(model, bicubic, official)
     except (OSError, ValueError, KeyError) as err:
         print(f"results_table: error: {err}", file=sys.stderr)

@@ -20,7 +20,8 @@ def _evals(tmp_path):
 
 
 def test_table_gain_and_gap_to_paper(tmp_path):
-    out = subprocess.run([sys.executable, str(SCRIPT), *_evals(tmp_path)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, str(SCRIPT), *_evals(tmp_path), "--official", "none"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
     row = [line for line in out.stdout.splitlines() if line.startswith("| Set5")]
     assert row == ["| Set5 | x2 | 33.66 | **36.71** / 0.9546 | +3.05 | 37.53 / 0.9587 | -0.82 |"]
 
@@ -28,7 +29,7 @@ def test_table_gain_and_gap_to_paper(tmp_path):
 def test_write_replaces_only_between_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table:start -->\nold table\n<!-- table:end -->\nafter\n")
-    subprocess.run([sys.executable, str(SCRIPT), *_evals(tmp_path), "--write", str(readme)], check=True)
+    subprocess.run([sys.executable, str(SCRIPT), *_evals(tmp_path), "--official", "none", "--write", str(readme)], check=True)
     text = readme.read_text()
     assert text.startswith("intro\n<!-- table:start -->\n| dataset |") and text.endswith("<!-- table:end -->\nafter\n")
     assert "old table" not in text and "+3.05" in text
@@ -52,3 +53,12 @@ def test_public_model_columns(tmp_path):
     row = [line for line in out.stdout.splitlines() if line.startswith("| Set5")]
     # shipped 36.71 vs the better public model (pytorch-vdsr 37.57) = -0.86
     assert row == ["| Set5 | x2 | 33.66 | **36.71** / 0.9546 | +3.05 | 37.51 / 0.9585 | 37.57 | -0.86 | 37.53 / 0.9587 | -0.82 |"]
+
+
+def test_readme_table_is_the_committed_evaluations():
+    """The README's table is what the script writes by default from weights/*-eval.json (with the
+    authors' model's columns): a new shipped model without a rewritten table fails here."""
+    out = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, check=True)
+    assert "authors' model (measured)" in out.stdout.splitlines()[0]
+    readme = (REPO / "README.md").read_text()
+    assert f"<!-- table:start -->\n{out.stdout}<!-- table:end -->" in readme
