@@ -13,7 +13,8 @@ Both models (the run's ``model.safetensors`` and the file it started from) are e
 training seconds, the validation curve, both evaluations, run minus start per cell, whether the
 run is better in every cell, and the run minus the best public VDSR-20 of each cell: the
 authors' model as measured in ``weights/official-eval.json`` or pytorch-vdsr's, issue 12's
-goal) and copies the run's ``curves.png`` beside it.
+goal) and, beside it as ``.png``, the run's validation PSNR minus its start's, per scale, against
+steps (the weights' moving average dashed when the run kept one; the best public model dotted).
 
 Refused with one line naming the file: a run with no init weights, an unfinished run (no
 ``summary.json``), or an init file whose sha256 is no longer the one recorded (the file was
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -81,6 +81,52 @@ def diff(a: dict, b: dict) -> dict:
     return {ds: {s: round(v - b[ds][s], 4) for s, v in by.items() if s in b.get(ds, {})} for ds, by in a.items() if ds in b}
 
 
+def lr_decay_steps(config: dict, steps: int) -> list[int]:
+    """The steps at which a step schedule cut the lr (every ``lr_step_epochs`` epochs of
+    ``patches_per_epoch // batch_size`` steps); [] when the recipe has no such schedule."""
+    every, per = config.get("lr_step_epochs"), config.get("patches_per_epoch")
+    if config.get("sampling") != "random" or not every or not per or not config.get("batch_size"):
+        return []
+    step = every * (per // config["batch_size"])
+    return list(range(step, steps, step)) if step > 0 else []
+
+
+def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str, path: Path,
+              decays: tuple = ()) -> None:  # fmt: skip
+    """Validation PSNR minus the start's evaluation, per scale, against steps: the raw weights solid,
+    their moving average (``NAME EMA``) dashed, the best public model's margin over the start
+    dotted, 0 (the start) black, the lr cuts (``decays``, steps) grey. ``validation`` is ``history.json``'s ``val``; the dataset drawn is
+    the first one the start was evaluated on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    name = next((n for n in validation if n in start), None)
+    for i, (s, points) in enumerate(sorted((validation.get(name) or {}).items())):
+        if s not in start[name]:
+            continue
+        colour, base = f"C{i}", start[name][s]
+        xs, ys = zip(*points)
+        ax.plot(xs, [y - base for y in ys], marker="o", ms=3, color=colour, label=f"x{s}")
+        if f"{name} EMA" in validation and s in validation[f"{name} EMA"]:
+            xs, ys = zip(*validation[f"{name} EMA"][s])
+            ax.plot(xs, [y - base for y in ys], ls="--", color=colour, label=f"x{s}, moving average")
+        if s in goal.get(name, {}):
+            ax.axhline(goal[name][s] - base, ls=":", color=colour, label=f"x{s}: best public VDSR-20")
+    ax.axhline(0.0, color="black", lw=0.8)
+    for i, step in enumerate(decays):
+        ax.axvline(step, color="grey", lw=0.8, alpha=0.6, label="lr x 0.1" if i == 0 else None)
+    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name} PSNR minus the start's (dB)", title=title)
+    if name is not None:
+        ax.legend(fontsize=8, ncol=3, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="the run folder (launch/train.py --output-dir)")
@@ -106,8 +152,9 @@ def main(argv=None) -> int:
             print(f"{ds} x{s}: run {v:.3f}  start {start[ds][s]:.3f}  ({gain[ds][s]:+.3f})")
     print(f"better in every cell: {'yes' if better else 'no'}")
     json_path = Path(args.json)
+    label = json_path.stem.removesuffix("-vs-start")  # the record's name says which run (a run folder is often just "run")
     write_json(json_path, {
-        "what": f"{run.name}: a run started from {config['init_weights']}; vdsr eval (float32) of its end against its start",
+        "what": f"{label} ({run}): a run started from {config['init_weights']}; vdsr eval (float32) of its end against its start",
         "command": f"python launch/train.py --output-dir {run} ...; python launch/cycle_report.py {run} --json {args.json}",
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
@@ -119,9 +166,9 @@ def main(argv=None) -> int:
         "eval_run_end": end, "eval_start": start, "run_minus_start": gain, "better_in_every_cell": better,
         "best_public": goal, "run_minus_best_public": diff(end, goal),
     })  # fmt: skip
-    if (run / "curves.png").is_file():
-        with atomic_path(json_path.with_suffix(".png"), suffix=".png") as tmp:
-            shutil.copyfile(run / "curves.png", tmp)
+    plot_gain(history["val"], start, goal, config.get("batch_size", 0),
+              f"{label} from {Path(config['init_weights']).name}: validation minus the start", json_path.with_suffix(".png"),
+              lr_decay_steps(config, summary["steps"]))  # fmt: skip
     print(f"wrote {json_path}", file=sys.stderr)
     return 0
 

@@ -251,6 +251,17 @@ def test_init_weights_starts_from_the_file(tiny, tmp_path):
     assert json.loads((moved / "summary.json").read_text())["init_sha256"] == sha
 
 
+def test_cycle_report_marks_the_lr_cuts_of_a_step_schedule():
+    """The grey lines of the report's figure: every lr_step_epochs epochs, before the run's end."""
+    import cycle_report
+
+    cfg = {"sampling": "random", "lr_step_epochs": 28, "patches_per_epoch": 64000, "batch_size": 64}
+    assert cycle_report.lr_decay_steps(cfg, 62000) == [28000, 56000]
+    assert cycle_report.lr_decay_steps(cfg, 56000) == [28000]  # a cut at the last step is not drawn
+    assert cycle_report.lr_decay_steps({**cfg, "sampling": "fixed"}, 62000) == []
+    assert cycle_report.lr_decay_steps({**cfg, "lr_step_epochs": 0}, 62000) == []
+
+
 def test_cycle_report_compares_a_warm_started_run_with_its_start(tiny, tmp_path, capsys):
     """launch/cycle_report.py: both models evaluated as `vdsr eval` does, their difference per
     cell, the verdict; refuses a run whose start file changed, or one that had no start file."""
