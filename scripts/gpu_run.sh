@@ -36,7 +36,7 @@ cd "$ROOT"
 DRY=0
 OUTDIR="${OUT:-$ROOT/outputs/gpu_run}"
 DATA=""
-RECIPE="paper-x80"  # the recipe from scratch not yet run (the shipped model is paper-x8-restart)
+RECIPE="paper-x80"  # the recipe from scratch not yet run (the shipped model is paper-x8-restart2)
 TRAIN_MIN="1.5"
 RESUME=()
 DEADLINE=0
