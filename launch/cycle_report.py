@@ -93,10 +93,11 @@ def lr_decay_steps(config: dict, steps: int) -> list[int]:
 
 def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str, path: Path,
               decays: tuple = ()) -> None:  # fmt: skip
-    """Validation PSNR minus the start's evaluation, per scale, against steps: the raw weights solid,
-    their moving average (``NAME EMA``) dashed, the best public model's margin over the start
-    dotted, 0 (the start) black, the lr cuts (``decays``, steps) grey. ``validation`` is ``history.json``'s ``val``; the dataset drawn is
-    the first one the start was evaluated on."""
+    """Validation PSNR minus the start's evaluation, per scale, against steps: the raw weights
+    solid, their moving average (``NAME EMA``) dashed, the best public model's margin over the
+    start dotted, 0 (the start) black, the lr cuts (``decays``, steps) grey. ``validation`` is
+    ``history.json``'s ``val``; the dataset drawn is its first one the start was also evaluated
+    on (none in common: an empty figure that says so)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,9 +119,11 @@ def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str,
     ax.axhline(0.0, color="black", lw=0.8)
     for i, step in enumerate(decays):
         ax.axvline(step, color="grey", lw=0.8, alpha=0.6, label="lr x 0.1" if i == 0 else None)
-    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name} PSNR minus the start's (dB)", title=title)
+    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name or 'validation'} PSNR minus the start's (dB)", title=title)
     if name is not None:
         ax.legend(fontsize=8, ncol=3, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no validation set in common with the evaluation", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -262,6 +262,15 @@ def test_cycle_report_marks_the_lr_cuts_of_a_step_schedule():
     assert cycle_report.lr_decay_steps({**cfg, "lr_step_epochs": 0}, 62000) == []
 
 
+def test_cycle_report_figure_without_a_dataset_in_common(tmp_path):
+    """Validation on Set5, evaluation on Set14 only: the figure is still written (and says so)."""
+    import cycle_report
+
+    png = tmp_path / "r.png"
+    cycle_report.plot_gain({"Set5": {"2": [[100, 30.0]]}}, {"Set14": {"2": 29.0}}, {}, 64, "t", png, [50])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_cycle_report_compares_a_warm_started_run_with_its_start(tiny, tmp_path, capsys):
     """launch/cycle_report.py: both models evaluated as `vdsr eval` does, their difference per
     cell, the verdict; refuses a run whose start file changed, or one that had no start file."""
