@@ -4,6 +4,7 @@
 # part: 1 + 1.7 + 2 + 1.8 + train minutes + 1 + 1 at the most), writing as it goes.
 #
 #   bash scripts/gpu_run.sh [--out DIR] [--data DIR] [--recipe NAME|FILE] [--train-minutes M]
+#                           (--train-minutes: default 1.5; with --deadline, all that it leaves)
 #                           [--resume CHECKPOINT_DIR]   (continue a run from an earlier call,
 #                                                         or a CPU run's committed checkpoint)
 #                           [--deadline SECONDS]  (the whole script ends inside this: train gets
@@ -14,6 +15,13 @@
 #                           [--train-set "KEY=VALUE ..."]  (recipe overrides for the training
 #                                        part, e.g. "init_weights=weights/vdsr20_x234.safetensors
 #                                        ema_decay=0.999")
+#                           [--train-only]  (install, train, eval: no parity or benchmarks, so the
+#                                            call's time goes to training; --anneal then needs
+#                                            --rate PATCHES_PER_S, e.g. 6000 on an H200)
+#                           [--pack DIR]  (at the end: DIR/gpu_run.tgz, the whole output but the
+#                                          checkpoints, and DIR/checkpoint.tgz, the last one; for
+#                                          the device tool, which returns a few shallow files:
+#                                          --out /tmp/g --pack "$OUT")
 #   bash scripts/gpu_run.sh --dry-run      # the same steps at toy sizes on the CPU (CI runs it)
 #
 # Parts (each with its own time limit; a failed part is reported and the others still run):
@@ -25,6 +33,7 @@
 #   train          launch/train.py --config RECIPE (default paper-x80), checkpointing every minute, stopping at
 #                  --train-minutes with the model written   -> OUT/run/
 #   eval           vdsr eval on Set5 and Set14 of that model -> OUT/run/eval.json
+#   eval_ema       the same of its weight average (ema_decay > 0) -> OUT/run/eval-ema.json
 # The images come from --data (default: gpu_data/, made by scripts/pack_gpu_data.py and named in
 # the device call's carry; else ../shared/data): T91/, BSD200/, Set5/, Set14/.
 # Writes under $OUT (the device tool's output folder) or --out; prints a summary table at the
@@ -37,12 +46,15 @@ DRY=0
 OUTDIR="${OUT:-$ROOT/outputs/gpu_run}"
 DATA=""
 RECIPE="paper-x80"  # the recipe from scratch not yet run (the shipped model is paper-x8-restart2)
-TRAIN_MIN="1.5"
+TRAIN_MIN=""  # --train-minutes; unset: 1.5, or with --deadline all that the deadline leaves
 RESUME=()
 DEADLINE=0
 ANNEAL=0
 BENCH_PRECISIONS="bf16 tf32"
 TRAIN_SET=()
+TRAIN_ONLY=0
+RATE=""
+PACK=""
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -57,6 +69,9 @@ while [[ $# -gt 0 ]]; do
         --anneal) ANNEAL=1 ;;
         --bench-precisions) BENCH_PRECISIONS="$2"; shift ;;
         --train-set) read -r -a TRAIN_SET <<< "$2"; shift ;;
+        --train-only) TRAIN_ONLY=1 ;;
+        --rate) RATE="$2"; shift ;;
+        --pack) PACK="$2"; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "gpu_run: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -68,11 +83,20 @@ fi
 for d in T91 BSD200 Set5 Set14; do
     [[ -d "$DATA/$d" ]] || { echo "gpu_run: error: $DATA/$d: no such folder (scripts/pack_gpu_data.py makes gpu_data/)" >&2; exit 2; }
 done
-if ! [[ "$TRAIN_MIN" =~ ^[0-9]+([.][0-9]+)?$ ]] || [[ "$TRAIN_MIN" == 0 ]]; then
+if [[ -n "$TRAIN_MIN" ]] && { ! [[ "$TRAIN_MIN" =~ ^[0-9]+([.][0-9]+)?$ ]] || [[ "$TRAIN_MIN" == 0 ]]; }; then
     echo "gpu_run: error: --train-minutes $TRAIN_MIN: expected a number > 0" >&2; exit 2
 fi
 if ! [[ "$DEADLINE" =~ ^[0-9]+$ ]]; then
     echo "gpu_run: error: --deadline $DEADLINE: expected whole seconds (0: none)" >&2; exit 2
+fi
+if [[ -n "$RATE" ]] && ! [[ "$RATE" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    echo "gpu_run: error: --rate $RATE: expected patches/s, a number" >&2; exit 2
+fi
+if [[ $TRAIN_ONLY == 1 && $ANNEAL == 1 && -z "$RATE" ]]; then
+    echo "gpu_run: error: --train-only --anneal: give the training rate with --rate PATCHES_PER_S (no bench_train part runs to measure it)" >&2; exit 2
+fi
+if [[ -n "$PACK" ]]; then
+    mkdir -p "$PACK" 2>/dev/null && [[ -w "$PACK" ]] || { echo "gpu_run: error: --pack $PACK: cannot write there" >&2; exit 2; }
 fi
 mkdir -p "$OUTDIR/logs" "$OUTDIR/benchmarks" || { echo "gpu_run: error: $OUTDIR: cannot create" >&2; exit 2; }
 
@@ -107,19 +131,19 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run, log to OUT/logs/NAME.log, r
 }
 
 train_minutes() {  # --train-minutes, cut to what --deadline leaves (its start-up and save, eval and the summary keep 130 s)
-    if [[ $DEADLINE == 0 ]]; then echo "$TRAIN_MIN"; return; fi
+    if [[ $DEADLINE == 0 ]]; then echo "${TRAIN_MIN:-1.5}"; return; fi
     "$PY" -c "import sys; left = ($DEADLINE - ($(date +%s) - $T_START) - 130) / 60
-print(round(min($TRAIN_MIN, left), 2) if left >= 0.5 else sys.exit('gpu_run: --deadline leaves under 0.5 min to train'))"
+print(round(min(${TRAIN_MIN:-1e9}, left), 2) if left >= 0.5 else sys.exit('gpu_run: --deadline leaves under 0.5 min to train'))"
 }
 skip_training() {  # --deadline left too little: the summary says so, and the script fails
     FAILED=1
     SUMMARY+=("$(printf '%-14s %-18s %6ss  %s' train SKIPPED 0 '(--deadline: under 0.5 min left to train)')")
     SUMMARY+=("$(printf '%-14s %-18s %6ss  %s' eval SKIPPED 0 '(no model)')")
 }
-anneal_set() {  # --anneal: epochs=E lr_step_epochs=S from the torch bf16 training-loop rate of BENCH_JSON
-    local rate minutes="$1"
+anneal_set() {  # --anneal: epochs=E lr_step_epochs=S from --rate, else the torch bf16 training-loop rate of BENCH_JSON
+    local rate="$RATE" minutes="$1"
     shift
-    rate=$("$PY" -c "import json, sys
+    [[ -n "$rate" ]] || rate=$("$PY" -c "import json, sys
 rows = [r for r in json.load(open(sys.argv[1]))['rows'] if r['backend'] == 'torch' and r['precision'] == 'bf16']
 print(rows[0]['loop_patches_per_s'])" "$BENCH_JSON") || { echo "gpu_run: --anneal: no torch bf16 rate in $BENCH_JSON" >&2; return 1; }
     "$PY" scripts/plan_anneal.py --config "$RECIPE" --rate "$rate" --seconds "$(awk "BEGIN { print 60 * $minutes }")" \
@@ -128,11 +152,13 @@ print(rows[0]['loop_patches_per_s'])" "$BENCH_JSON") || { echo "gpu_run: --annea
 
 if [[ $DRY == 1 ]]; then
     part install 300 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
-    part parity 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_parity_conv.py -k "parity_conv_first or float32_precisions"
-    part bench_kernels 300 "$PY" launch/bench_kernels.py --smoke --repeats 1 --out "$OUTDIR/benchmarks"
     BENCH_JSON="$OUTDIR/benchmarks/train-dry-run.json"
-    part bench_train 300 "$PY" launch/bench_train.py --depth 4 --steps 3 --precisions bf16 --log-every 2 \
-        --config paper --data "$DATA/T91" --loader device --json "$BENCH_JSON"
+    if [[ $TRAIN_ONLY == 0 ]]; then
+        part parity 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_parity_conv.py -k "parity_conv_first or float32_precisions"
+        part bench_kernels 300 "$PY" launch/bench_kernels.py --smoke --repeats 1 --out "$OUTDIR/benchmarks"
+        part bench_train 300 "$PY" launch/bench_train.py --depth 4 --steps 3 --precisions bf16 --log-every 2 \
+            --config paper --data "$DATA/T91" --loader device --json "$BENCH_JSON"
+    fi
     TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)
     if TMIN=$(train_minutes); then
         PLAN=()
@@ -142,6 +168,10 @@ if [[ $DRY == 1 ]]; then
             --set "${TOY[@]}" "${TRAIN_SET[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
             --json "$OUTDIR/run/eval.json" --device cpu
+        if [[ -f "$OUTDIR/run/model_ema.safetensors" ]]; then
+            part eval_ema 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr \
+                --checkpoint "$OUTDIR/run/model_ema.safetensors" --json "$OUTDIR/run/eval-ema.json" --device cpu
+        fi
     else
         skip_training
     fi
@@ -149,12 +179,14 @@ else
     "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || { echo "gpu_run: error: no CUDA device (use --dry-run on the CPU)" >&2; exit 2; }
     DEV=$("$PY" -c "import re, torch; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))")
     part install 60 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
-    part parity 100 env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests -k parity
-    part bench_kernels 120 "$PY" launch/bench_kernels.py --repeats 20 --compile-mode "$COMPILE_MODE" --out "$OUTDIR/benchmarks"
     BENCH_JSON="$OUTDIR/benchmarks/train-$DEV.json"
-    read -r -a BENCH_PREC <<< "$BENCH_PRECISIONS"
-    part bench_train 110 "$PY" launch/bench_train.py --config paper --data "$DATA/T91" "$DATA/BSD200" --loader device \
-        --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" --json "$BENCH_JSON"
+    if [[ $TRAIN_ONLY == 0 ]]; then
+        part parity 100 env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests -k parity
+        part bench_kernels 120 "$PY" launch/bench_kernels.py --repeats 20 --compile-mode "$COMPILE_MODE" --out "$OUTDIR/benchmarks"
+        read -r -a BENCH_PREC <<< "$BENCH_PRECISIONS"
+        part bench_train 110 "$PY" launch/bench_train.py --config paper --data "$DATA/T91" "$DATA/BSD200" --loader device \
+            --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" --json "$BENCH_JSON"
+    fi
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1 "${TRAIN_SET[@]}"); fi
@@ -164,9 +196,20 @@ else
             "${RESUME[@]}" --set checkpoint_minutes=1 "${TRAIN_SET[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
             --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
+        if [[ -f "$OUTDIR/run/model_ema.safetensors" ]]; then
+            part eval_ema 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
+                --checkpoint "$OUTDIR/run/model_ema.safetensors" --json "$OUTDIR/run/eval-ema.json"
+        fi
     else
         skip_training
     fi
+fi
+
+if [[ -n "$PACK" ]]; then  # the output but its checkpoints as one archive, the last checkpoint as another
+    part pack 120 bash -c 'set -e; tar czf "$1/gpu_run.tgz" -C "$2" --exclude=./run/checkpoints .
+last=$(ls -d "$2"/run/checkpoints/step-* 2>/dev/null | sort | tail -n 1)
+if [[ -n "$last" ]]; then tar czf "$1/checkpoint.tgz" -C "$(dirname "$last")" "$(basename "$last")"; fi
+ls -l "$1"' pack "$PACK" "$OUTDIR"
 fi
 
 echo

@@ -19,7 +19,7 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = (out / "summary.txt").read_text().splitlines()
     parts = [line.split()[0] for line in summary]
-    assert parts == ["install", "parity", "bench_kernels", "bench_train", "train", "eval"]
+    assert parts == ["install", "parity", "bench_kernels", "bench_train", "train", "eval", "eval_ema"]  # eval_ema: ema_decay
     assert all(line.split()[1] == "ok" for line in summary), summary
     assert (out / "benchmarks" / "kernels-smoke-cpu-interpreter.json").is_file()
     assert json.loads((out / "benchmarks" / "train-dry-run.json").read_text())["rows"]
@@ -35,11 +35,39 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     assert (out / "run" / "model_ema.safetensors").is_file()
 
 
+def test_gpu_run_train_only_packs_for_the_device_tool(shared_data, tmp_path):
+    """--train-only: install, train, eval (and eval_ema of the weight average), no parity or
+    benchmarks; --anneal takes --rate; --pack DIR: the output less its checkpoints as
+    gpu_run.tgz, the last checkpoint as checkpoint.tgz (what a device call brings back)."""
+    import tarfile
+
+    out, pack = tmp_path / "out", tmp_path / "pack"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data),
+                           "--train-only", "--anneal", "--rate", "50", "--deadline", "1500", "--train-set", "ema_decay=0.9",
+                           "--pack", str(pack)], capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert [line.split()[:2] for line in summary] == [[p, "ok"] for p in ("install", "train", "eval", "eval_ema", "pack")]
+    assert "plan_anneal: steps 0 to" in proc.stdout + proc.stderr  # the plan came from --rate
+    assert "Set5" in json.loads((out / "run" / "eval-ema.json").read_text())
+    with tarfile.open(pack / "gpu_run.tgz") as t:
+        names = t.getnames()
+    assert "./run/model.safetensors" in names and "./run/eval-ema.json" in names and "./logs/train.log" in names
+    assert not [n for n in names if "checkpoints" in n]
+    with tarfile.open(pack / "checkpoint.tgz") as t:
+        names = t.getnames()
+    last = sorted(d.name for d in (out / "run" / "checkpoints").glob("step-*"))[-1]
+    assert f"{last}/model.safetensors" in names and f"{last}/ema.safetensors" in names
+
+
 def test_gpu_run_refuses_bad_arguments(tmp_path):
     for args, message in [(["--bogus"], "unknown argument"), (["--dry-run", "--data", str(tmp_path)], "no such folder"),
                           (["--dry-run", "--train-minutes", "-1"], "--train-minutes"),
                           (["--dry-run", "--deadline", "5m"], "--deadline"),
-                          (["--dry-run", "--resume", str(tmp_path / "none")], "no such checkpoint folder")]:  # fmt: skip
+                          (["--dry-run", "--resume", str(tmp_path / "none")], "no such checkpoint folder"),
+                          (["--dry-run", "--train-only", "--anneal"], "--rate"),
+                          (["--dry-run", "--rate", "fast"], "--rate fast")]:  # fmt: skip
         proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), *args, "--out", str(tmp_path / "o")],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
