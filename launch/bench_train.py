@@ -1,14 +1,16 @@
 """Benchmark training throughput: the bare model step against the whole training loop.
 
     python launch/bench_train.py [--steps 60] [--backends torch triton] [--precisions bf16 tf32]
-        [--config demo] [--data DIR ...] [--loader auto] [--json benchmarks/train-<device>.json]
+        [--batch-sizes 64 [128 256 ...]] [--config demo] [--data DIR ...] [--loader auto]
+        [--json benchmarks/train-<device>.json]
 
 Side by side in one run, for every backend (``torch``: eager cuDNN; ``triton``: the fused
 forward) and precision (``bf16`` autocast; ``tf32``, float32 math on TF32 tensor cores, a GPU
 only; ``fp32`` on the CPU):
 
 1. the bare step: forward, the SSE loss, backward, adjustable clipping, SGD, on one fixed
-   batch of 64 41x41 patches in channels_last, timed over ``--steps`` steps with one
+   batch of 41x41 patches in channels_last (64, or each of ``--batch-sizes``: a bigger batch
+   fills more of a GPU, and the rows say by how much), timed over ``--steps`` steps with one
    synchronisation at the end (after warm-up steps, which also run cuDNN's and Triton's
    autotuning);
 2. ``launch/train.py`` itself (data stream with LR synthesis, the step, the read-backs every
@@ -101,14 +103,15 @@ def matmul_tflops(device: str) -> float:
     return reps * 2 * n**3 / (time.perf_counter() - t) / 1e12
 
 
-def loop_patches_per_s(steps: int, backend: str, precision: str, args) -> dict:
-    """train.py for ``steps`` steps; the rate after warm-up from its training clock."""
+def loop_patches_per_s(steps: int, backend: str, precision: str, args, batch: int = 64) -> dict:
+    """train.py for ``steps`` steps of ``batch`` patches; the rate after warm-up from its training clock."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["--config", args.config, "--output-dir", tmp, "--max-steps", str(steps), "--backend", backend,
                 "--loader", args.loader, "--bf16" if precision == "bf16" else "--no-bf16",
                 "--tf32" if precision == "tf32" else "--no-tf32",
                 "--depth", str(args.depth), "--set", "val_data=[]", "val_every=0", f"log_every={args.log_every}",
-                f"checkpoint_every={args.checkpoint_every}", f"epochs={10**6}"]  # fmt: skip
+                f"checkpoint_every={args.checkpoint_every}", f"epochs={10**6}", f"batch_size={batch}",
+                f"patches_per_epoch={50 * batch}"]  # fmt: skip (random sampling: an epoch of 50 steps at any batch)
         if args.data:
             argv += ["--data", *args.data]
         code = train.main(argv)
@@ -118,7 +121,6 @@ def loop_patches_per_s(steps: int, backend: str, precision: str, args) -> dict:
         AcceleratorState._reset_state(reset_partial_state=True)
         summary = json.loads((Path(tmp) / "summary.json").read_text())
         times = json.loads((Path(tmp) / "history.json").read_text()).get("time", [])
-    batch = 64
     start = next(((s, t) for s, t in times if s >= max(args.log_every, steps // 5)), None)
     end = times[-1] if times else None
     if start and end and end[0] > start[0]:
@@ -174,6 +176,8 @@ def main(argv=None) -> int:
                     help="default: torch and triton on a GPU, torch on the CPU (the interpreter is slow)")  # fmt: skip
     ap.add_argument("--precisions", nargs="+", default=None, choices=["bf16", "tf32", "fp32"],
                     help="default: bf16 and tf32 on a GPU, bf16 and fp32 on the CPU")  # fmt: skip
+    ap.add_argument("--batch-sizes", nargs="+", type=number(int, 1, 65536), default=[64],
+                    help="patches a step, one row each (default 64, the recipes' batch)")
     ap.add_argument("--config", default="demo", help="train.py recipe for the loop (its data, unless --data)")
     ap.add_argument("--data", nargs="+", help="training folders for the loop")
     ap.add_argument("--loader", default="auto", choices=["auto", "dali", "torch", "device"])
@@ -201,25 +205,26 @@ def main(argv=None) -> int:
     rows = []
     for backend in backends:
         for precision in precisions:
-            bare = bare_patches_per_s(args.steps, device, backend, precision, args.depth)
-            loop = loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args)
-            tflops = bare * per_patch / 1e12
             syncs = host_syncs_per_step(backend, precision) if device == "cuda" else None
-            rows.append({
-                "backend": backend, "precision": precision,
-                "bare_step_patches_per_s": round(bare, 1),
-                "loop_patches_per_s": round(loop["patches_per_s"], 1),
-                "loop_patches_per_s_with_warmup": loop["patches_per_s_with_warmup"],
-                "loop_share_of_bare": round(loop["patches_per_s"] / bare, 3),
-                "bare_step_tflops": round(tflops, 3),
-                "bare_step_share_of_bf16_matmul": round(tflops / peak, 3),
-                "host_syncs_per_train_step": syncs,  # CUDA only (set_sync_debug_mode); the CPU test checks by construction
-            })  # fmt: skip
-            r = rows[-1]
-            print(f"{backend:>6} {precision:>4}: bare step {bare:9.1f} patches/s ({tflops:.2f} TFLOP/s, "
-                  f"{100 * tflops / peak:.1f}% of bf16 matmul) | train.py loop {loop['patches_per_s']:9.1f} "
-                  f"= {100 * r['loop_share_of_bare']:.1f}% of the bare step"
-                  + (f" | {syncs:g} host syncs per step" if syncs is not None else ""), flush=True)  # fmt: skip
+            for batch in args.batch_sizes:
+                bare = bare_patches_per_s(args.steps, device, backend, precision, args.depth, batch)
+                loop = loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args, batch)
+                tflops = bare * per_patch / 1e12
+                rows.append({
+                    "backend": backend, "precision": precision, "batch": batch,
+                    "bare_step_patches_per_s": round(bare, 1),
+                    "loop_patches_per_s": round(loop["patches_per_s"], 1),
+                    "loop_patches_per_s_with_warmup": loop["patches_per_s_with_warmup"],
+                    "loop_share_of_bare": round(loop["patches_per_s"] / bare, 3),
+                    "bare_step_tflops": round(tflops, 3),
+                    "bare_step_share_of_bf16_matmul": round(tflops / peak, 3),
+                    "host_syncs_per_train_step": syncs,  # CUDA only (set_sync_debug_mode); the CPU test checks by construction
+                })  # fmt: skip
+                r = rows[-1]
+                print(f"{backend:>6} {precision:>4} batch {batch:>4}: bare step {bare:9.1f} patches/s ({tflops:.2f} TFLOP/s, "
+                      f"{100 * tflops / peak:.1f}% of bf16 matmul) | train.py loop {loop['patches_per_s']:9.1f} "
+                      f"= {100 * r['loop_share_of_bare']:.1f}% of the bare step"
+                      + (f" | {syncs:g} host syncs per step" if syncs is not None else ""), flush=True)  # fmt: skip
     result = {
         "device": name,
         "torch": torch.__version__,
@@ -227,6 +232,7 @@ def main(argv=None) -> int:
         "bf16_matmul_tflops": round(peak, 3),
         "train_flops_per_patch": per_patch,
         "steps": args.steps,
+        "batch_sizes": args.batch_sizes,
         "depth": args.depth,
         "loop": {"config": args.config, "data": args.data, "loader": args.loader, "log_every": args.log_every,
                  "checkpoint_every": args.checkpoint_every},  # fmt: skip

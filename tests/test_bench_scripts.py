@@ -89,17 +89,18 @@ def test_bench_train_bare_step_and_loop(tmp_path):
     out = tmp_path / "train.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch" / "bench_train.py"), "--steps", "4", "--depth", "4", "--precisions", "bf16",
-         "--log-every", "2", "--loader", "torch", "--json", str(out)],
+         "--log-every", "2", "--loader", "torch", "--batch-sizes", "8", "16", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
-    (row,) = data["rows"]
-    assert row["backend"] == "torch" and row["precision"] == "bf16" and data["depth"] == 4
-    assert row["bare_step_patches_per_s"] > 0 and row["loop_patches_per_s"] > 0
-    assert abs(row["loop_share_of_bare"] - row["loop_patches_per_s"] / row["bare_step_patches_per_s"]) < 1e-2
-    assert 0 < row["bare_step_share_of_bf16_matmul"] and data["bf16_matmul_tflops"] > 0
-    assert "of the bare step" in proc.stdout
+    assert [r["batch"] for r in data["rows"]] == [8, 16] and data["batch_sizes"] == [8, 16]  # a row per batch size
+    for row in data["rows"]:
+        assert row["backend"] == "torch" and row["precision"] == "bf16" and data["depth"] == 4
+        assert row["bare_step_patches_per_s"] > 0 and row["loop_patches_per_s"] > 0
+        assert abs(row["loop_share_of_bare"] - row["loop_patches_per_s"] / row["bare_step_patches_per_s"]) < 1e-2
+        assert 0 < row["bare_step_share_of_bf16_matmul"] and data["bf16_matmul_tflops"] > 0
+    assert "batch   16: bare step" in proc.stdout and "of the bare step" in proc.stdout
 
 
 def _recipes_result(extra: list[str], finals: dict[str, float]) -> dict:
