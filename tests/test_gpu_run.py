@@ -62,12 +62,14 @@ def test_gpu_run_train_only_packs_for_the_device_tool(shared_data, tmp_path):
 
 
 def test_gpu_run_refuses_bad_arguments(tmp_path):
+    (tmp_path / "f").write_text("a file, not a folder")  # --pack under it cannot be made
     for args, message in [(["--bogus"], "unknown argument"), (["--dry-run", "--data", str(tmp_path)], "no such folder"),
                           (["--dry-run", "--train-minutes", "-1"], "--train-minutes"),
                           (["--dry-run", "--deadline", "5m"], "--deadline"),
                           (["--dry-run", "--resume", str(tmp_path / "none")], "no such checkpoint folder"),
                           (["--dry-run", "--train-only", "--anneal"], "--rate"),
-                          (["--dry-run", "--rate", "fast"], "--rate fast")]:  # fmt: skip
+                          (["--dry-run", "--rate", "fast"], "--rate fast"),
+                          (["--dry-run", "--pack", str(tmp_path / "f" / "sub")], "cannot write there")]:  # fmt: skip
         proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), *args, "--out", str(tmp_path / "o")],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
