@@ -27,6 +27,7 @@ import json
 import platform
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -36,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "launch"))
 
 from results_table import PYTORCH_VDSR  # noqa: E402
-from train import metric  # noqa: E402
+from train import lr_at, metric  # noqa: E402
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
 from vdsr.checkpoint import file_sha256  # noqa: E402
 from vdsr.cliargs import ArgParser, number  # noqa: E402
@@ -82,13 +83,14 @@ def diff(a: dict, b: dict) -> dict:
 
 
 def lr_decay_steps(config: dict, steps: int) -> list[int]:
-    """The steps at which a step schedule cut the lr (every ``lr_step_epochs`` epochs of
-    ``patches_per_epoch // batch_size`` steps); [] when the recipe has no such schedule."""
-    every, per = config.get("lr_step_epochs"), config.get("patches_per_epoch")
-    if config.get("sampling") != "random" or not every or not per or not config.get("batch_size"):
+    """The steps at which the run's lr fell (train.py's own schedule, ``train.lr_at``, read at
+    every epoch boundary of ``patches_per_epoch // batch_size`` steps); [] for fixed-grid sampling,
+    whose epoch length depends on the images."""
+    per = config.get("patches_per_epoch", 0) // max(config.get("batch_size", 0), 1)
+    if config.get("sampling") != "random" or per < 1 or not config.get("lr_step_epochs"):
         return []
-    step = every * (per // config["batch_size"])
-    return list(range(step, steps, step)) if step > 0 else []
+    sched = SimpleNamespace(**{k: config[k] for k in ("lr", "lr_gamma", "lr_step_epochs")})
+    return [s for s in range(per, steps, per) if lr_at(sched, s, per) < lr_at(sched, s - 1, per)]
 
 
 def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str, path: Path,

@@ -555,7 +555,7 @@ def main(argv=None) -> int:
         log.info("resumed from %s (step %d)", resume_from, state["step"])
     init_sha256 = state.get("init_sha256")  # of the file the run started from, whatever it holds now
     ema = None  # the weights' moving average (ema_decay > 0): validated beside them, saved as model_ema
-    if cfg.ema_decay > 0:
+    if cfg.ema_decay > 0 and accelerator.is_main_process:  # only the main process validates and saves it
         ema = copy.deepcopy(raw_model).requires_grad_(False)
         if resume_from is not None and (resume_from / "ema.safetensors").is_file():
             ema.load_state_dict(load_weights(resume_from / "ema.safetensors").state_dict())

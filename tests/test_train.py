@@ -255,11 +255,13 @@ def test_cycle_report_marks_the_lr_cuts_of_a_step_schedule():
     """The grey lines of the report's figure: every lr_step_epochs epochs, before the run's end."""
     import cycle_report
 
-    cfg = {"sampling": "random", "lr_step_epochs": 28, "patches_per_epoch": 64000, "batch_size": 64}
+    cfg = {"sampling": "random", "lr_step_epochs": 28, "patches_per_epoch": 64000, "batch_size": 64,
+           "lr": 0.01, "lr_gamma": 0.1}  # fmt: skip
     assert cycle_report.lr_decay_steps(cfg, 62000) == [28000, 56000]
     assert cycle_report.lr_decay_steps(cfg, 56000) == [28000]  # a cut at the last step is not drawn
     assert cycle_report.lr_decay_steps({**cfg, "sampling": "fixed"}, 62000) == []
     assert cycle_report.lr_decay_steps({**cfg, "lr_step_epochs": 0}, 62000) == []
+    assert cycle_report.lr_decay_steps({**cfg, "lr_gamma": 1.0}, 62000) == []  # a constant lr has no cuts
 
 
 def test_cycle_report_figure_without_a_dataset_in_common(tmp_path):
