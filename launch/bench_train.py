@@ -1,8 +1,8 @@
 """Benchmark training throughput: the bare model step against the whole training loop.
 
     python launch/bench_train.py [--steps 60] [--backends torch triton] [--precisions bf16 tf32]
-        [--batch-sizes 64 [128 256 ...]] [--config demo] [--data DIR ...] [--loader auto]
-        [--json benchmarks/train-<device>.json]
+        [--batch-sizes 64 [128 256 ...]] [--cuda-graph] [--config demo] [--data DIR ...]
+        [--loader auto] [--json benchmarks/train-<device>.json]
 
 Side by side in one run, for every backend (``torch``: eager cuDNN; ``triton``: the fused
 forward) and precision (``bf16`` autocast; ``tf32``, float32 math on TF32 tensor cores, a GPU
@@ -13,10 +13,12 @@ only; ``fp32`` on the CPU):
    fills more of a GPU, and the rows say by how much), timed over ``--steps`` steps with one
    synchronisation at the end (after warm-up steps, which also run cuDNN's and Triton's
    autotuning);
+   ``--cuda-graph`` (a GPU) adds, beside each row, the same step as one CUDA graph
+   (``train.GraphedStep``: launched at once instead of kernel by kernel);
 2. ``launch/train.py`` itself (data stream with LR synthesis, the step, the read-backs every
-   ``log_every`` steps, progress bar, the final checkpoint; validation off) for
-   ``max(--steps, --loop-steps)`` steps, its rate taken from the training clock between the
-   first read point past warm-up and the end.
+   ``log_every`` steps, progress bar, the final checkpoint; validation off; ``--cuda-graph``
+   in the graphed rows) for ``max(--steps, --loop-steps)`` steps, its rate taken from the
+   training clock between the first read point past warm-up and the end.
 
 On CUDA it also counts the host synchronisations inside ``train.train_step`` with
 ``torch.cuda.set_sync_debug_mode("warn")`` (goal: 0). Prints patches/s of each, the loop's
@@ -28,6 +30,7 @@ measured in the same run; writes JSON. On a GPU, pass the training images (``--d
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -57,24 +60,30 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, depth: int = 20, batch: int = 64, warmup: int = 5) -> float:
-    """Patches/s of the bare step (no data, no logging); one host synchronisation at the end."""
+def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, depth: int = 20, batch: int = 64,
+                       warmup: int = 5, graph: bool = False) -> float:  # fmt: skip
+    """Patches/s of the bare step (no data, no logging); one host synchronisation at the end.
+    ``graph``: ``train.GraphedStep`` (its eager warm-up and capture inside the warm-up steps)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
     torch.manual_seed(0)
     train.set_tf32(precision == "tf32")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=device == "cpu")
+    cfg = train.Config(backend=backend, bf16=precision == "bf16", tf32=precision == "tf32")
     model = VDSR(depth, backend=backend).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    opt = train.make_optimizer(model, cfg)  # SGD, momentum 0.9, weight decay 1e-4
     lr_in = torch.rand(batch, 1, 41, 41, device=device).contiguous(memory_format=torch.channels_last)
     hr = lr_in + 0.01 * torch.randn_like(lr_in)
+    graphed = train.GraphedStep(model, opt, acc, cfg, world=1) if graph else None
+    if graph:
+        warmup = max(warmup, graphed.warmup + 2)
 
     def step():
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(lr_in)
-        loss = train.sse_loss(out, hr)
-        loss.backward()
-        torch.nn.utils.clip_grad_value_(model.parameters(), 1e-4 / 0.1)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
+        if graphed is not None:
+            return graphed(lr_in, hr, 0.1)
+        return train.train_step(model, opt, acc, cfg, lr_in, hr, 0.1, 1)
 
     for _ in range(warmup):
         step()
@@ -85,7 +94,9 @@ def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, de
     sync(device)
     elapsed = time.perf_counter() - t
     assert torch.isfinite(loss)
+    assert not graph or graphed.replays >= steps, "the graphed rows did not replay a graph"
     train.set_tf32(False)
+    AcceleratorState._reset_state(reset_partial_state=True)
     return steps * batch / elapsed
 
 
@@ -103,15 +114,17 @@ def matmul_tflops(device: str) -> float:
     return reps * 2 * n**3 / (time.perf_counter() - t) / 1e12
 
 
-def loop_patches_per_s(steps: int, backend: str, precision: str, args, batch: int = 64) -> dict:
-    """train.py for ``steps`` steps of ``batch`` patches; the rate after warm-up from its training clock."""
+def loop_patches_per_s(steps: int, backend: str, precision: str, args, batch: int = 64, graph: bool = False) -> dict:
+    """train.py for ``steps`` steps of ``batch`` patches (``graph``: ``--cuda-graph``); the rate
+    after warm-up from its training clock."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["--config", args.config, "--output-dir", tmp, "--max-steps", str(steps), "--backend", backend,
                 "--loader", args.loader, "--bf16" if precision == "bf16" else "--no-bf16",
                 "--tf32" if precision == "tf32" else "--no-tf32",
                 "--depth", str(args.depth), "--set", "val_data=[]", "val_every=0", f"log_every={args.log_every}",
                 f"checkpoint_every={args.checkpoint_every}", f"epochs={10**6}", f"batch_size={batch}",
-                f"patches_per_epoch={50 * batch}"]  # fmt: skip (random sampling: an epoch of 50 steps at any batch)
+                f"patches_per_epoch={50 * batch}",  # random sampling: an epoch of 50 steps at any batch
+                "--cuda-graph" if graph else "--no-cuda-graph"]  # fmt: skip
         if args.data:
             argv += ["--data", *args.data]
         code = train.main(argv)
@@ -120,6 +133,7 @@ def loop_patches_per_s(steps: int, backend: str, precision: str, args, batch: in
 
         AcceleratorState._reset_state(reset_partial_state=True)
         summary = json.loads((Path(tmp) / "summary.json").read_text())
+        assert not graph or summary["cuda_graph"], "train.py --cuda-graph ran the eager step"
         times = json.loads((Path(tmp) / "history.json").read_text()).get("time", [])
     start = next(((s, t) for s, t in times if s >= max(args.log_every, steps // 5)), None)
     end = times[-1] if times else None
@@ -178,6 +192,8 @@ def main(argv=None) -> int:
                     help="default: bf16 and tf32 on a GPU, bf16 and fp32 on the CPU")  # fmt: skip
     ap.add_argument("--batch-sizes", nargs="+", type=number(int, 1, 65536), default=[64],
                     help="patches a step, one row each (default 64, the recipes' batch)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="also the graphed step (train.GraphedStep, train.py --cuda-graph): a row beside each eager one (a GPU only)")
     ap.add_argument("--config", default="demo", help="train.py recipe for the loop (its data, unless --data)")
     ap.add_argument("--data", nargs="+", help="training folders for the loop")
     ap.add_argument("--loader", default="auto", choices=["auto", "dali", "torch", "device"])
@@ -196,6 +212,9 @@ def main(argv=None) -> int:
     precisions = args.precisions or (["bf16", "tf32"] if device == "cuda" else ["bf16", "fp32"])
     if device == "cpu" and "tf32" in precisions:
         ap.error("--precisions tf32 needs a GPU (the CPU has no TF32)")
+    if device == "cpu" and args.cuda_graph:
+        ap.error("--cuda-graph needs a GPU (a CUDA graph)")
+    graphs = [False, True] if args.cuda_graph else [False]
     name = device_name(device)
     json_path = Path(args.json or REPO / "benchmarks" / f"train-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.json")
     ap.check_output(json_path)
@@ -203,28 +222,28 @@ def main(argv=None) -> int:
     peak = matmul_tflops(device)
     per_patch = train_flops_per_patch(args.depth)
     rows = []
-    for backend in backends:
-        for precision in precisions:
-            syncs = host_syncs_per_step(backend, precision) if device == "cuda" else None
-            for batch in args.batch_sizes:
-                bare = bare_patches_per_s(args.steps, device, backend, precision, args.depth, batch)
-                loop = loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args, batch)
-                tflops = bare * per_patch / 1e12
-                rows.append({
-                    "backend": backend, "precision": precision, "batch": batch,
-                    "bare_step_patches_per_s": round(bare, 1),
-                    "loop_patches_per_s": round(loop["patches_per_s"], 1),
-                    "loop_patches_per_s_with_warmup": loop["patches_per_s_with_warmup"],
-                    "loop_share_of_bare": round(loop["patches_per_s"] / bare, 3),
-                    "bare_step_tflops": round(tflops, 3),
-                    "bare_step_share_of_bf16_matmul": round(tflops / peak, 3),
-                    "host_syncs_per_train_step": syncs,  # CUDA only (set_sync_debug_mode); the CPU test checks by construction
-                })  # fmt: skip
-                r = rows[-1]
-                print(f"{backend:>6} {precision:>4} batch {batch:>4}: bare step {bare:9.1f} patches/s ({tflops:.2f} TFLOP/s, "
-                      f"{100 * tflops / peak:.1f}% of bf16 matmul) | train.py loop {loop['patches_per_s']:9.1f} "
-                      f"= {100 * r['loop_share_of_bare']:.1f}% of the bare step"
-                      + (f" | {syncs:g} host syncs per step" if syncs is not None else ""), flush=True)  # fmt: skip
+    for backend, precision in itertools.product(backends, precisions):
+        syncs = host_syncs_per_step(backend, precision) if device == "cuda" else None
+        for batch, graph in itertools.product(args.batch_sizes, graphs):
+            bare = bare_patches_per_s(args.steps, device, backend, precision, args.depth, batch, graph=graph)
+            loop = loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args, batch, graph)
+            tflops = bare * per_patch / 1e12
+            rows.append({
+                "backend": backend, "precision": precision, "batch": batch, "cuda_graph": graph,
+                "bare_step_patches_per_s": round(bare, 1),
+                "loop_patches_per_s": round(loop["patches_per_s"], 1),
+                "loop_patches_per_s_with_warmup": loop["patches_per_s_with_warmup"],
+                "loop_share_of_bare": round(loop["patches_per_s"] / bare, 3),
+                "bare_step_tflops": round(tflops, 3),
+                "bare_step_share_of_bf16_matmul": round(tflops / peak, 3),
+                # CUDA only (set_sync_debug_mode), of the eager step; the CPU test checks by construction
+                "host_syncs_per_train_step": syncs,
+            })  # fmt: skip
+            r = rows[-1]
+            print(f"{backend:>6} {precision:>4} batch {batch:>4}{' graph' if graph else ''}: bare step {bare:9.1f} "
+                  f"patches/s ({tflops:.2f} TFLOP/s, {100 * tflops / peak:.1f}% of bf16 matmul) | train.py loop "
+                  f"{loop['patches_per_s']:9.1f} = {100 * r['loop_share_of_bare']:.1f}% of the bare step"
+                  + (f" | {syncs:g} host syncs per step" if syncs is not None else ""), flush=True)  # fmt: skip
     result = {
         "device": name,
         "torch": torch.__version__,
@@ -233,6 +252,7 @@ def main(argv=None) -> int:
         "train_flops_per_patch": per_patch,
         "steps": args.steps,
         "batch_sizes": args.batch_sizes,
+        "cuda_graph": args.cuda_graph,
         "depth": args.depth,
         "loop": {"config": args.config, "data": args.data, "loader": args.loader, "log_every": args.log_every,
                  "checkpoint_every": args.checkpoint_every},  # fmt: skip

@@ -18,6 +18,10 @@
 #                           [--train-only]  (install, train, eval: no parity or benchmarks, so the
 #                                            call's time goes to training; --anneal then needs
 #                                            --rate PATCHES_PER_S, e.g. 6000 on an H200)
+#                           [--cuda-graph]  (train with the step as one CUDA graph, train.py
+#                                            --cuda-graph, if the graph_check part first finds it
+#                                            equal to the eager step; else eager. bench_train gets
+#                                            graphed rows beside the eager ones)
 #                           [--pack DIR]  (at the end: DIR/gpu_run.tgz, the whole output but the
 #                                          checkpoints, and DIR/checkpoint.tgz, the last one; for
 #                                          the device tool, which returns a few shallow files:
@@ -30,6 +34,7 @@
 #   bench_kernels  launch/bench_kernels.py            -> OUT/benchmarks/kernels-<device>.json/.md
 #   bench_train    launch/bench_train.py (torch and triton backends, bf16 and TF32; the device
 #                  stream on T91 + BSD200)            -> OUT/benchmarks/train-<device>.json
+#   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one
 #   train          launch/train.py --config RECIPE (default paper-x80), checkpointing every minute, stopping at
 #                  --train-minutes with the model written   -> OUT/run/
 #   eval           vdsr eval on Set5 and Set14 of that model -> OUT/run/eval.json
@@ -55,6 +60,7 @@ TRAIN_SET=()
 TRAIN_ONLY=0
 RATE=""
 PACK=""
+GRAPH=0
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -72,6 +78,7 @@ while [[ $# -gt 0 ]]; do
         --train-only) TRAIN_ONLY=1 ;;
         --rate) RATE="$2"; shift ;;
         --pack) PACK="$2"; shift ;;
+        --cuda-graph) GRAPH=1 ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "gpu_run: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -123,12 +130,21 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run, log to OUT/logs/NAME.log, r
     timeout -k 10 "$limit" "$@" >>"$OUTDIR/logs/$name.log" 2>&1
     rc=$?
     local secs=$(( $(date +%s) - t0 ))
-    local status="ok"
+    status="ok"  # (global: the caller may read the outcome)
     if [[ $rc == 124 || $rc == 137 ]]; then status="TIMEOUT"; elif [[ $rc != 0 ]]; then status="FAILED (exit $rc)"; fi
     [[ $status == ok ]] || FAILED=1
     tail -n 4 "$OUTDIR/logs/$name.log" | sed 's/^/   /'
     SUMMARY+=("$(printf '%-14s %-18s %6ss  logs/%s.log' "$name" "$status" "$secs" "$name")")
 }
+
+graph_set() {  # --cuda-graph: the graph_check part, then cuda_graph=true for train if it passed
+    [[ $GRAPH == 1 ]] || return 0
+    part graph_check "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "not triton"
+    if [[ $status == ok ]]; then TRAIN_GRAPH=(cuda_graph=true); else echo "gpu_run: graph_check failed: training with the eager step" >&2; fi
+}
+TRAIN_GRAPH=()
+BENCH_GRAPH=()
+[[ $GRAPH == 1 ]] && BENCH_GRAPH=(--cuda-graph)
 
 train_minutes() {  # --train-minutes, cut to what --deadline leaves (its start-up and save, eval and the summary keep 130 s)
     if [[ $DEADLINE == 0 ]]; then echo "${TRAIN_MIN:-1.5}"; return; fi
@@ -160,12 +176,13 @@ if [[ $DRY == 1 ]]; then
             --config paper --data "$DATA/T91" --loader device --json "$BENCH_JSON"
     fi
     TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)
+    graph_set 300
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}" "${TRAIN_SET[@]}"); fi
         part train 300 "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" --val-data "$DATA/Set5" \
             --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps 6 "${RESUME[@]}" \
-            --set "${TOY[@]}" "${TRAIN_SET[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
+            --set "${TOY[@]}" "${TRAIN_SET[@]}" "${TRAIN_GRAPH[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
             --json "$OUTDIR/run/eval.json" --device cpu
         if [[ -f "$OUTDIR/run/model_ema.safetensors" ]]; then
@@ -185,15 +202,16 @@ else
         part bench_kernels 120 "$PY" launch/bench_kernels.py --repeats 20 --compile-mode "$COMPILE_MODE" --out "$OUTDIR/benchmarks"
         read -r -a BENCH_PREC <<< "$BENCH_PRECISIONS"
         part bench_train 110 "$PY" launch/bench_train.py --config paper --data "$DATA/T91" "$DATA/BSD200" --loader device \
-            --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" --json "$BENCH_JSON"
+            --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" "${BENCH_GRAPH[@]}" --json "$BENCH_JSON"
     fi
+    graph_set 120
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1 "${TRAIN_SET[@]}"); fi
         TRAIN_LIMIT=$("$PY" -c "print(int(60 * $TMIN + 60))")
         part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
             --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
-            "${RESUME[@]}" --set checkpoint_minutes=1 "${TRAIN_SET[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
+            "${RESUME[@]}" --set checkpoint_minutes=1 "${TRAIN_SET[@]}" "${TRAIN_GRAPH[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
             --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
         if [[ -f "$OUTDIR/run/model_ema.safetensors" ]]; then

@@ -101,6 +101,10 @@ def test_bench_train_bare_step_and_loop(tmp_path):
         assert abs(row["loop_share_of_bare"] - row["loop_patches_per_s"] / row["bare_step_patches_per_s"]) < 1e-2
         assert 0 < row["bare_step_share_of_bf16_matmul"] and data["bf16_matmul_tflops"] > 0
     assert "batch   16: bare step" in proc.stdout and "of the bare step" in proc.stdout
+    assert data["cuda_graph"] is False and not any(r["cuda_graph"] for r in data["rows"])
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "bench_train.py"), "--cuda-graph", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 2 and "--cuda-graph needs a GPU" in proc.stderr
 
 
 def _recipes_result(extra: list[str], finals: dict[str, float]) -> dict:

@@ -38,17 +38,22 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
 def test_gpu_run_train_only_packs_for_the_device_tool(shared_data, tmp_path):
     """--train-only: install, train, eval (and eval_ema of the weight average), no parity or
     benchmarks; --anneal takes --rate; --pack DIR: the output less its checkpoints as
-    gpu_run.tgz, the last checkpoint as checkpoint.tgz (what a device call brings back)."""
+    gpu_run.tgz, the last checkpoint as checkpoint.tgz (what a device call brings back);
+    --cuda-graph: the graph_check part, then train.py with cuda_graph=true (which, on the CPU,
+    says it cannot and runs the eager step)."""
     import tarfile
 
     out, pack = tmp_path / "out", tmp_path / "pack"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data),
                            "--train-only", "--anneal", "--rate", "50", "--deadline", "1500", "--train-set", "ema_decay=0.9",
-                           "--pack", str(pack)], capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+                           "--pack", str(pack), "--cuda-graph"], capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = (out / "summary.txt").read_text().splitlines()
-    assert [line.split()[:2] for line in summary] == [[p, "ok"] for p in ("install", "train", "eval", "eval_ema", "pack")]
+    parts = ("install", "graph_check", "train", "eval", "eval_ema", "pack")
+    assert [line.split()[:2] for line in summary] == [[p, "ok"] for p in parts]
+    assert json.loads((out / "run" / "config.json").read_text())["cuda_graph"] is True
+    assert "cuda_graph: needs a CUDA device, not cpu" in (out / "logs" / "train.log").read_text()
     assert "plan_anneal: steps 0 to" in proc.stdout + proc.stderr  # the plan came from --rate
     assert "Set5" in json.loads((out / "run" / "eval-ema.json").read_text())
     with tarfile.open(pack / "gpu_run.tgz") as t:
