@@ -156,12 +156,17 @@ skip_training() {  # --deadline left too little: the summary says so, and the sc
     SUMMARY+=("$(printf '%-14s %-18s %6ss  %s' train SKIPPED 0 '(--deadline: under 0.5 min left to train)')")
     SUMMARY+=("$(printf '%-14s %-18s %6ss  %s' eval SKIPPED 0 '(no model)')")
 }
-anneal_set() {  # --anneal: epochs=E lr_step_epochs=S from --rate, else the torch bf16 training-loop rate of BENCH_JSON
-    local rate="$RATE" minutes="$1"
+anneal_set() {  # --anneal: epochs=E lr_step_epochs=S from --rate, else BENCH_JSON's torch bf16 training-loop rate (graphed or not, as train runs)
+    local rate="$RATE" minutes="$1" graphed=False
     shift
+    [[ ${#TRAIN_GRAPH[@]} -gt 0 ]] && graphed=True
     [[ -n "$rate" ]] || rate=$("$PY" -c "import json, sys
-rows = [r for r in json.load(open(sys.argv[1]))['rows'] if r['backend'] == 'torch' and r['precision'] == 'bf16']
-print(rows[0]['loop_patches_per_s'])" "$BENCH_JSON") || { echo "gpu_run: --anneal: no torch bf16 rate in $BENCH_JSON" >&2; return 1; }
+rows = [r for r in json.load(open(sys.argv[1]))['rows'] if r['backend'] == 'torch' and r['precision'] == 'bf16'
+        and r.get('batch', 64) == 64]
+same = [r for r in rows if r.get('cuda_graph', False) == $graphed]
+if not same:  # no graphed row measured: the eager rate, which can only under-fill the time
+    print('gpu_run: --anneal: no rate of the step as train runs it; the eager one', file=sys.stderr)
+print((same or rows)[0]['loop_patches_per_s'])" "$BENCH_JSON") || { echo "gpu_run: --anneal: no torch bf16 rate in $BENCH_JSON" >&2; return 1; }
     "$PY" scripts/plan_anneal.py --config "$RECIPE" --rate "$rate" --seconds "$(awk "BEGIN { print 60 * $minutes }")" \
         "${RESUME[@]}" --set "$@"
 }

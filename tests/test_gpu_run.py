@@ -14,12 +14,12 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data),
-                           "--anneal", "--deadline", "1500", "--train-set", "ema_decay=0.9 seed=5"],
+                           "--anneal", "--deadline", "1500", "--train-set", "ema_decay=0.9 seed=5", "--cuda-graph"],
                           capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = (out / "summary.txt").read_text().splitlines()
     parts = [line.split()[0] for line in summary]
-    assert parts == ["install", "parity", "bench_kernels", "bench_train", "train", "eval", "eval_ema"]  # eval_ema: ema_decay
+    assert parts == ["install", "parity", "bench_kernels", "bench_train", "graph_check", "train", "eval", "eval_ema"]  # eval_ema: ema_decay
     assert all(line.split()[1] == "ok" for line in summary), summary
     assert (out / "benchmarks" / "kernels-smoke-cpu-interpreter.json").is_file()
     assert json.loads((out / "benchmarks" / "train-dry-run.json").read_text())["rows"]
@@ -29,6 +29,8 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     # --anneal: the recipe's decay was refitted into the train minutes (paper-x80: 80 epochs, decay every 20)
     config = json.loads((out / "run" / "config.json").read_text())
     assert "plan_anneal: steps 0 to" in proc.stdout + proc.stderr
+    # --cuda-graph: the dry run's bench has no graphed row (a CPU), so the plan took the eager rate
+    assert "no rate of the step as train runs it; the eager one" in proc.stdout + proc.stderr
     assert config["lr_step_epochs"] < config["epochs"] < 2 * config["lr_step_epochs"], config
     assert (config["epochs"], config["lr_step_epochs"]) != (80, 20)
     assert (config["ema_decay"], config["seed"]) == (0.9, 5)  # --train-set reached the run
