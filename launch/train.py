@@ -479,7 +479,10 @@ def capture_graph(body):
     """``body()`` captured as a CUDA graph: its kernels are recorded, not run. Returns the graph and
     what ``body`` returned (tensors in the graph's memory, which every ``graph.replay()`` rewrites)."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # thread_local: a loader's pin-memory thread may query CUDA events meanwhile (as torch.compile's
+    # graphs, which capture a backward too, do); the kernels go to the capturing stream whichever
+    # thread (autograd's for the backward) launches them
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         out = body()
     return graph, out
 
