@@ -536,7 +536,8 @@ class GraphedStep:
             self.static = (torch.empty_like(lr_in), torch.empty_like(hr))  # memory formats kept
         if lr_in.shape != self.static[0].shape or hr.shape != self.static[1].shape:
             return self.eager(lr_in, hr, lr)
-        self.static[0].copy_(lr_in), self.static[1].copy_(hr)
+        self.static[0].copy_(lr_in)
+        self.static[1].copy_(hr)
         if self.calls < self.warmup:
             self.calls += 1
             if self.side is None:
