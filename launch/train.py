@@ -475,14 +475,16 @@ def train_step(model, optimizer, accelerator: Accelerator, cfg: Config, lr_in, h
     return loss.detach()
 
 
-def capture_graph(body):
-    """``body()`` captured as a CUDA graph: its kernels are recorded, not run. Returns the graph and
-    what ``body`` returned (tensors in the graph's memory, which every ``graph.replay()`` rewrites)."""
+def capture_graph(body, stream=None):
+    """``body()`` captured as a CUDA graph on ``stream`` (the warm-up's: per-stream library state is
+    then made before the capture, not during it): its kernels are recorded, not run. Returns the
+    graph and what ``body`` returned (tensors in the graph's memory, which every ``graph.replay()``
+    rewrites)."""
     graph = torch.cuda.CUDAGraph()
     # thread_local: a loader's pin-memory thread may query CUDA events meanwhile (as torch.compile's
     # graphs, which capture a backward too, do); the kernels go to the capturing stream whichever
     # thread (autograd's for the backward) launches them
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
         out = body()
     return graph, out
 
@@ -550,7 +552,7 @@ class GraphedStep:
         if self.graph is None or lr != self.lr:
             self.graph = None  # its memory back before the next capture
             self.step_args[1].zero_grad(set_to_none=True)  # backward then writes the gradients, not adds
-            self.graph, self.loss = capture_graph(lambda: self.eager(*self.static, lr))
+            self.graph, self.loss = capture_graph(lambda: self.eager(*self.static, lr), self.side)
             self.lr = lr
             self.captures += 1
         self.graph.replay()

@@ -53,7 +53,7 @@ def stand_in_capture(model, optimizer):
     parameters and the optimiser's buffers in place (a capture records kernels without running
     them: the state is as before), gradients included."""
 
-    def capture(body):
+    def capture(body, stream=None):
         state = [t for t in model.parameters()] + [
             v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)
         ]
