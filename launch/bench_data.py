@@ -3,9 +3,13 @@
     python launch/bench_data.py --data ../shared/data/T91 ../shared/data/BSD200 \\
         --loader dali torch --batches 200 --json benchmarks/data-cpu.json
 
+    python launch/bench_data.py --data gpu_data/T91 gpu_data/BSD200 --loader device --device cuda
+
 Batches of 64 41x41 patches, x2/x3/x4 mixed in every batch, flips (``--rotate`` for the
 90-degree rotations too), random mode. Each loader: one warm-up epoch, then the median time
-per batch over ``--batches`` batches. Several loaders in one call run side by side, in
+per batch over ``--batches`` batches. ``device`` (the device-resident stream) on CUDA queues
+its GPU work and returns: its time is the host's per batch, what the training loop pays on the
+host beside the step (``host_time_only`` in the JSON). Several loaders in one call run side by side, in
 alternation over ``--rounds`` rounds, so they see the same machine. Prints a table; writes JSON
 ``{"loader": ..., "patches_per_s": ..., "device": ..., ...}`` (a list when several loaders).
 """
@@ -41,7 +45,7 @@ def per_batch_seconds(loader, epoch: int) -> list[float]:
 def main() -> None:
     ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", required=True, metavar="DIR")
-    ap.add_argument("--loader", nargs="+", choices=["dali", "torch"], default=["dali", "torch"])
+    ap.add_argument("--loader", nargs="+", choices=["dali", "torch", "device"], default=["dali", "torch"])
     ap.add_argument("--batches", type=number(int, 1), default=200)
     ap.add_argument("--rounds", type=number(int, 1), default=2)
     ap.add_argument("--batch-size", type=number(int, 1, 65535), default=64)
@@ -85,6 +89,7 @@ def main() -> None:
                 "images": len(store.images),
                 "decode_s": round(decode_s, 2),
                 "dali_workers": args.workers if k == "dali" else None,
+                "host_time_only": k == "device" and args.device.startswith("cuda"),
                 "torch_threads": torch.get_num_threads(),
                 "cpu": platform.machine(),
             }

@@ -33,7 +33,7 @@ def test_parity_bench_kernels_smoke(tmp_path):
     assert (tmp_path / "kernels-smoke-cpu-interpreter.md").read_text().startswith("# Kernel benchmark")
 
 
-def test_bench_data_runs_both_loaders(tmp_path):
+def test_bench_data_runs_every_loader(tmp_path):
     import numpy as np
     from PIL import Image
 
@@ -45,13 +45,14 @@ def test_bench_data_runs_both_loaders(tmp_path):
     out = tmp_path / "data.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch" / "bench_data.py"), "--data", str(data), "--loader", "dali", "torch",
-         "--batches", "3", "--rounds", "1", "--batch-size", "8", "--json", str(out)],
+         "device", "--batches", "3", "--rounds", "1", "--batch-size", "8", "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
-    assert [r["loader"] for r in rows] == ["dali", "torch"]
+    assert [r["loader"] for r in rows] == ["dali", "torch", "device"]
     assert all(r["patches_per_s"] > 0 and r["device"] == "cpu" and r["batches"] == 3 for r in rows)
+    assert not any(r["host_time_only"] for r in rows)  # on the CPU the device stream computes in line
 
 
 def test_bench_precision_trains_both_precisions(tmp_path):
