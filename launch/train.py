@@ -99,6 +99,7 @@ class Config:
     backend: str = "torch"  # or "triton"
     loader: str = "auto"  # or "dali" / "torch" / "device" (the store on the GPU; auto picks it there without DALI)
     loader_workers: int = 2
+    loader_chunk: int = 1  # the device stream: batches built together (the same batches; less host work a batch)
     log_every: int = 10
     val_every: int = 500  # 0: only at the end
     checkpoint_every: int = 100
@@ -120,7 +121,7 @@ class Config:
             if getattr(self, key) not in allowed:
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected one of {', '.join(allowed)}")
         minimum = {"depth": 3, "channels": 1, "batch_size": 1, "patches_per_epoch": 1, "epochs": 1,
-                   "lr_step_epochs": 1, "loader_workers": 0, "log_every": 1, "val_every": 0,
+                   "lr_step_epochs": 1, "loader_workers": 0, "loader_chunk": 1, "log_every": 1, "val_every": 0,
                    "checkpoint_every": 1, "keep_checkpoints": 1, "seed": 0, "max_steps": 1,
                    "fixed_count": 1, "inject_nan_at": 1}  # fmt: skip
         for key, low in minimum.items():
@@ -608,7 +609,7 @@ def main(argv=None) -> int:
         store.sizes, cfg.scales, cfg.batch_size // world, cfg.sampling, cfg.patches_per_epoch,
         cfg.fixed_count, cfg.rotate, cfg.seed, rank, world,
     )  # fmt: skip
-    loader = make_loader(store, sampler, cfg.loader, device, cfg.loader_workers)
+    loader = make_loader(store, sampler, cfg.loader, device, cfg.loader_workers, cfg.loader_chunk)
     steps_per_epoch = len(sampler)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:

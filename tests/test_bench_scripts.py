@@ -53,6 +53,12 @@ def test_bench_data_runs_every_loader(tmp_path):
     assert [r["loader"] for r in rows] == ["dali", "torch", "device"]
     assert all(r["patches_per_s"] > 0 and r["device"] == "cpu" and r["batches"] == 3 for r in rows)
     assert not any(r["host_time_only"] for r in rows)  # on the CPU the device stream computes in line
+    proc = subprocess.run([sys.executable, str(REPO / "launch" / "bench_data.py"), "--data", str(data), "--loader", "device",
+                           "--chunk", "2", "--batches", "4", "--rounds", "1", "--batch-size", "8", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(out.read_text())
+    assert (row["chunk"], row["statistic"], row["batches"]) == (2, "mean", 4) and row["patches_per_s"] > 0
 
 
 def test_bench_precision_trains_both_precisions(tmp_path):

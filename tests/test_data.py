@@ -274,6 +274,22 @@ def test_device_stream_equals_the_torch_loader(folder, mode):
     assert any(d.transpose.any() for d in sampler.epoch(0)) and any(d.flip_h.any() for d in sampler.epoch(0))
 
 
+def test_device_stream_chunks_are_the_same_batches(folder):
+    """Batches built several at once (``chunk``), a last chunk short, equal those built one at a
+    time, bit for bit, in the same order, and ``chunk`` < 1 is refused."""
+    from vdsr.data import DevicePatchStream
+
+    store = load_store([folder], CROP)
+    sampler = PatchSampler(store.sizes, batch_size=4, patches_per_epoch=28, rotate=True, seed=5)  # 7 batches
+    one = list(DevicePatchStream(store, sampler, "cpu").epoch(2))
+    got = list(DevicePatchStream(store, sampler, "cpu", chunk=3).epoch(2))  # chunks of 3, 3, 1
+    assert len(got) == len(one) == 7
+    for a, b in zip(one, got):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="chunk"):
+        DevicePatchStream(store, sampler, "cpu", chunk=0)
+
+
 def test_device_stream_gather_is_the_dihedral_augmentation():
     """Crops gathered in index space equal numpy slicing + flips + transpose, for all 8 elements."""
     from vdsr.data import ImageStore

@@ -383,6 +383,8 @@ def test_bad_config_is_a_clear_error(tmp_path):
         ("optimizer=rmsprop", "optimizer = 'rmsprop'; expected one of sgd, adam"),
         ("lr=-0.1", "lr = -0.1; expected a number >= 0"),
         ("bf16=maybe", "bf16 = 'maybe'; expected true or false"),
+        ("cuda_graph=1", "cuda_graph = 1; expected true or false"),
+        ("loader_chunk=0", "loader_chunk = 0; expected an integer >= 1"),
         ("scales=[2,1]", "scale 1 is not supported"),
     ]:
         with pytest.raises(train.InputError, match=re.escape(message)):

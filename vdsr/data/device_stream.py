@@ -19,6 +19,10 @@ finishes a VDSR-20 step of 64 patches in a millisecond or two.
 * **Ahead, on a side stream.** On CUDA the next ``prefetch`` batches are prepared on a side
   stream while the current one trains; the consumer's stream waits on an event (a device-side
   wait: the host never synchronises).
+* **Several batches at once** (``chunk``): the draws of ``chunk`` batches are built as one (one
+  gather, one degrade call per scale), then split: the same batches, bit for bit (each image is
+  degraded on its own), for a ``chunk``-th of the host's per-batch work (some 100 small ops),
+  should that work, and not the GPU, limit a step that takes a millisecond or two.
 
 The same code runs on the CPU (``device="cpu"``: no side stream, no pinned memory), which is
 how the tests check it against the PyTorch loader: HR patches bit for bit, LR within the
@@ -29,6 +33,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import itertools
 from typing import Callable, Iterator
 
 import numpy as np
@@ -119,7 +125,8 @@ class DevicePatchStream:
         store: decoded images; copied to the device once.
         sampler: this rank's draws.
         device: ``cuda`` (the point of it) or ``cpu`` (the same code, for tests).
-        prefetch: batches prepared ahead on a side CUDA stream.
+        prefetch: batches (with ``chunk`` > 1: chunks) prepared ahead on a side CUDA stream.
+        chunk: batches built together (1: one at a time).
         degrade: the LR synthesis ``(N x 1 x L x L, s) -> N x 1 x L x L``; default: the Triton
             kernel on a GPU, the reference on the CPU.
     """
@@ -131,9 +138,12 @@ class DevicePatchStream:
         device="cuda",
         prefetch: int = 2,
         degrade: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+        chunk: int = 1,
     ):
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
         self.device = torch.device(device)
-        self.sampler, self.prefetch = sampler, max(1, prefetch)
+        self.sampler, self.prefetch, self.chunk = sampler, max(1, prefetch), chunk
         self.store = DeviceStore(store, self.device)
         self.degrade = degrade or default_degrade(self.device)
         self.cuda = self.device.type == "cuda"
@@ -170,19 +180,32 @@ class DevicePatchStream:
                     x.record_stream(consumer)
         return (lr, hr, scale), event
 
+    def _build_chunk(self, group: list[Draws]) -> tuple[list[Batch], torch.cuda.Event | None]:
+        """The batches of ``group`` built as one, then split (views of the chunk's tensors)."""
+        if len(group) == 1:
+            batch, event = self._build(group[0])
+            return [batch], event
+        joined = Draws(*(np.concatenate([getattr(d, f.name) for d in group]) for f in dataclasses.fields(Draws)))
+        sizes = [len(d.scale) for d in group]
+        (lr, hr, scale), event = self._build(joined)
+        return list(zip(lr.split(sizes), hr.split(sizes), scale.split(sizes))), event
+
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of ``epoch`` (same seed, epoch and rank as the other loaders: same batches)."""
         pending: collections.deque = collections.deque()
         draws = iter(self.sampler.epoch(epoch))
-        for d in draws:
-            pending.append(self._build(d))
-            if len(pending) >= self.prefetch:
-                break
+
+        def build_next() -> bool:
+            group = list(itertools.islice(draws, self.chunk))
+            if group:
+                pending.append(self._build_chunk(group))
+            return bool(group)
+
+        while len(pending) < self.prefetch and build_next():
+            pass
         while pending:
-            batch, event = pending.popleft()
-            nxt = next(draws, None)
-            if nxt is not None:
-                pending.append(self._build(nxt))  # enqueued on the side stream before this one trains
+            batches, event = pending.popleft()
+            build_next()  # enqueued on the side stream before these train
             if event is not None:
                 torch.cuda.current_stream(self.device).wait_event(event)
-            yield batch
+            yield from batches

@@ -195,13 +195,14 @@ class PatchLoader:
 
 
 def make_loader(
-    store: ImageStore, sampler: PatchSampler, loader: str = "auto", device="cpu", threads: int = 2
+    store: ImageStore, sampler: PatchSampler, loader: str = "auto", device="cpu", threads: int = 2, chunk: int = 1
 ) -> PatchLoader | DevicePatchStream:
     """The executor of the sampler's draws, all with ``epoch(e) -> iterator of (lr, hr, scale)``.
 
     ``loader``: ``"dali"``, ``"torch"``, ``"device"`` (:class:`DevicePatchStream`: the store on
-    the device, batches built there), or ``"auto"``: DALI where it imports; otherwise the device
-    stream on a GPU and the PyTorch loader on the CPU (with a one-line note that DALI is missing).
+    the device, batches built there, ``chunk`` at a time), or ``"auto"``: DALI where it imports;
+    otherwise the device stream on a GPU and the PyTorch loader on the CPU (with a one-line note
+    that DALI is missing).
     """
     if loader not in ("auto", "dali", "torch", "device"):
         raise ValueError(f"loader must be auto, dali, torch or device, got {loader!r}")
@@ -220,5 +221,5 @@ def make_loader(
 
             raise InputError(f"--loader dali: NVIDIA DALI cannot be imported ({why})")
     if loader == "device":
-        return DevicePatchStream(store, sampler, device)
+        return DevicePatchStream(store, sampler, device, chunk=chunk)
     return PatchLoader(store, sampler, loader, device, threads)
