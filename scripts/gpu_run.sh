@@ -22,6 +22,11 @@
 #                                            --cuda-graph, if the graph_check part first finds it
 #                                            equal to the eager step; else eager. bench_train gets
 #                                            graphed rows beside the eager ones)
+#                           [--quick-bench]  (with --train-only: before training, bench_train of
+#                                            the torch bf16 step at batch 64 and 256, eager and, if
+#                                            graph_check passed, graphed; bench_data of the device
+#                                            stream, 1 and 8 batches at a time: about 1.5 minutes;
+#                                            --anneal then takes its rate)
 #                           [--pack DIR]  (at the end: DIR/gpu_run.tgz, the whole output but the
 #                                          checkpoints, and DIR/checkpoint.tgz, the last one; for
 #                                          the device tool, which returns a few shallow files:
@@ -61,6 +66,7 @@ TRAIN_ONLY=0
 RATE=""
 PACK=""
 GRAPH=0
+QUICK_BENCH=0
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -79,6 +85,7 @@ while [[ $# -gt 0 ]]; do
         --rate) RATE="$2"; shift ;;
         --pack) PACK="$2"; shift ;;
         --cuda-graph) GRAPH=1 ;;
+        --quick-bench) QUICK_BENCH=1 ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "gpu_run: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -99,8 +106,11 @@ fi
 if [[ -n "$RATE" ]] && ! [[ "$RATE" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     echo "gpu_run: error: --rate $RATE: expected patches/s, a number" >&2; exit 2
 fi
-if [[ $TRAIN_ONLY == 1 && $ANNEAL == 1 && -z "$RATE" ]]; then
-    echo "gpu_run: error: --train-only --anneal: give the training rate with --rate PATCHES_PER_S (no bench_train part runs to measure it)" >&2; exit 2
+if [[ $TRAIN_ONLY == 1 && $ANNEAL == 1 && -z "$RATE" && $QUICK_BENCH == 0 ]]; then
+    echo "gpu_run: error: --train-only --anneal: give the training rate with --rate PATCHES_PER_S, or --quick-bench to measure it" >&2; exit 2
+fi
+if [[ $QUICK_BENCH == 1 && $TRAIN_ONLY == 0 ]]; then
+    echo "gpu_run: error: --quick-bench goes with --train-only (without it the full benchmarks run)" >&2; exit 2
 fi
 if [[ -n "$PACK" ]]; then
     mkdir -p "$PACK" 2>/dev/null && [[ -w "$PACK" ]] || { echo "gpu_run: error: --pack $PACK: cannot write there" >&2; exit 2; }
@@ -142,6 +152,21 @@ graph_set() {  # --cuda-graph: the graph_check part, then cuda_graph=true for tr
     part graph_check "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "not triton"
     if [[ $status == ok ]]; then TRAIN_GRAPH=(cuda_graph=true); else echo "gpu_run: graph_check failed: training with the eager step" >&2; fi
 }
+quick_bench() {  # --quick-bench: bench_train and bench_data, short; ARGS: bench_train's size arguments
+    [[ $QUICK_BENCH == 1 ]] || return 0
+    local graph=() dev="cpu"
+    [[ ${#TRAIN_GRAPH[@]} -gt 0 && $DRY == 0 ]] && graph=(--cuda-graph)
+    [[ $DRY == 0 ]] && dev="cuda"
+    part bench_train 150 "$PY" launch/bench_train.py --backends torch --precisions bf16 --config paper \
+        --data "$DATA/T91" "$DATA/BSD200" --loader device "${graph[@]}" "$@" --json "$BENCH_JSON"
+    local sizes=(--batches 500)  # the dry run: the CPU's float64 resize, a few small batches
+    [[ $DRY == 1 ]] && sizes=(--batches 4 --batch-size 8)
+    for chunk in 1 8; do
+        part "bench_data_$chunk" 60 "$PY" launch/bench_data.py --data "$DATA/T91" "$DATA/BSD200" --loader device \
+            --device "$dev" --chunk "$chunk" "${sizes[@]}" --rounds 1 \
+            --json "$OUTDIR/benchmarks/data-device-chunk$chunk-${DEV:-dry-run}.json"
+    done
+}
 TRAIN_GRAPH=()
 BENCH_GRAPH=()
 [[ $GRAPH == 1 ]] && BENCH_GRAPH=(--cuda-graph)
@@ -161,12 +186,12 @@ anneal_set() {  # --anneal: epochs=E lr_step_epochs=S from --rate, else BENCH_JS
     shift
     [[ ${#TRAIN_GRAPH[@]} -gt 0 ]] && graphed=True
     [[ -n "$rate" ]] || rate=$("$PY" -c "import json, sys
-rows = [r for r in json.load(open(sys.argv[1]))['rows'] if r['backend'] == 'torch' and r['precision'] == 'bf16'
-        and r.get('batch', 64) == 64]
+rows = [r for r in json.load(open(sys.argv[1]))['rows'] if r['backend'] == 'torch' and r['precision'] == 'bf16']
 same = [r for r in rows if r.get('cuda_graph', False) == $graphed]
 if not same:  # no graphed row measured: the eager rate, which can only under-fill the time
     print('gpu_run: --anneal: no rate of the step as train runs it; the eager one', file=sys.stderr)
-print((same or rows)[0]['loop_patches_per_s'])" "$BENCH_JSON") || { echo "gpu_run: --anneal: no torch bf16 rate in $BENCH_JSON" >&2; return 1; }
+    same = rows
+print(([r for r in same if r.get('batch', 64) == 64] or same)[0]['loop_patches_per_s'])" "$BENCH_JSON") || { echo "gpu_run: --anneal: no torch bf16 rate in $BENCH_JSON" >&2; return 1; }
     "$PY" scripts/plan_anneal.py --config "$RECIPE" --rate "$rate" --seconds "$(awk "BEGIN { print 60 * $minutes }")" \
         "${RESUME[@]}" --set "$@"
 }
@@ -182,6 +207,7 @@ if [[ $DRY == 1 ]]; then
     fi
     TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)
     graph_set 300
+    quick_bench --depth 4 --steps 3 --log-every 2 --batch-sizes 8
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}" "${TRAIN_SET[@]}"); fi
@@ -210,6 +236,7 @@ else
             --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" "${BENCH_GRAPH[@]}" --json "$BENCH_JSON"
     fi
     graph_set 120
+    quick_bench --batch-sizes 64 256 --steps 50 --loop-steps 300
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1 "${TRAIN_SET[@]}"); fi

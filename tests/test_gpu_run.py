@@ -54,6 +54,7 @@ def test_gpu_run_train_only_packs_for_the_device_tool(shared_data, tmp_path):
     summary = (out / "summary.txt").read_text().splitlines()
     parts = ("install", "graph_check", "train", "eval", "eval_ema", "pack")
     assert [line.split()[:2] for line in summary] == [[p, "ok"] for p in parts]
+    assert not (out / "benchmarks" / "train-dry-run.json").exists()  # no bench without --quick-bench
     assert json.loads((out / "run" / "config.json").read_text())["cuda_graph"] is True
     assert "cuda_graph: needs a CUDA device, not cpu" in (out / "logs" / "train.log").read_text()
     assert "plan_anneal: steps 0 to" in proc.stdout + proc.stderr  # the plan came from --rate
@@ -68,6 +69,23 @@ def test_gpu_run_train_only_packs_for_the_device_tool(shared_data, tmp_path):
     assert f"{last}/model.safetensors" in names and f"{last}/ema.safetensors" in names
 
 
+def test_gpu_run_quick_bench_measures_the_rate_for_the_plan(shared_data, tmp_path):
+    """--train-only --quick-bench: bench_train and bench_data (the device stream, 1 and 8 batches
+    at a time) before training, and --anneal plans with the rate bench_train measured."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data),
+                           "--train-only", "--quick-bench", "--anneal", "--deadline", "1500"],
+                          capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    parts = [line.split()[:2] for line in (out / "summary.txt").read_text().splitlines()]
+    assert parts == [[p, "ok"] for p in ("install", "bench_train", "bench_data_1", "bench_data_8", "train", "eval")]
+    rate = json.loads((out / "benchmarks" / "train-dry-run.json").read_text())["rows"][0]["loop_patches_per_s"]
+    assert f"fit at {rate:.0f} patches/s" in proc.stdout + proc.stderr  # the plan took the measured rate
+    for chunk in (1, 8):
+        assert json.loads((out / "benchmarks" / f"data-device-chunk{chunk}-dry-run.json").read_text())["chunk"] == chunk
+
+
 def test_gpu_run_refuses_bad_arguments(tmp_path):
     (tmp_path / "f").write_text("a file, not a folder")  # --pack under it cannot be made
     for args, message in [(["--bogus"], "unknown argument"), (["--dry-run", "--data", str(tmp_path)], "no such folder"),
@@ -75,6 +93,7 @@ def test_gpu_run_refuses_bad_arguments(tmp_path):
                           (["--dry-run", "--deadline", "5m"], "--deadline"),
                           (["--dry-run", "--resume", str(tmp_path / "none")], "no such checkpoint folder"),
                           (["--dry-run", "--train-only", "--anneal"], "--rate"),
+                          (["--dry-run", "--quick-bench"], "--quick-bench goes with --train-only"),
                           (["--dry-run", "--rate", "fast"], "--rate fast"),
                           (["--dry-run", "--pack", str(tmp_path / "f" / "sub")], "cannot write there")]:  # fmt: skip
         proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), *args, "--out", str(tmp_path / "o")],
