@@ -20,8 +20,8 @@
 #                                            --rate PATCHES_PER_S, e.g. 6000 on an H200)
 #                           [--cuda-graph]  (train with the step as one CUDA graph, train.py
 #                                            --cuda-graph, if the graph_check part first finds it
-#                                            equal to the eager step; else eager. bench_train gets
-#                                            graphed rows beside the eager ones)
+#                                            equal to the eager step; else eager. Then bench_train
+#                                            gets graphed rows beside the eager ones)
 #                           [--quick-bench]  (with --train-only: before training, bench_train of
 #                                            the torch bf16 step at batch 64 and 256, eager and, if
 #                                            graph_check passed, graphed; bench_data of the device
@@ -35,11 +35,11 @@
 #
 # Parts (each with its own time limit; a failed part is reported and the others still run):
 #   install        pip install --no-deps --no-build-isolation -e .
+#   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one
 #   parity         the kernel parity tests, compiled (TRITON_INTERPRET=0; one config per kernel)
 #   bench_kernels  launch/bench_kernels.py            -> OUT/benchmarks/kernels-<device>.json/.md
 #   bench_train    launch/bench_train.py (torch and triton backends, bf16 and TF32; the device
 #                  stream on T91 + BSD200)            -> OUT/benchmarks/train-<device>.json
-#   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one
 #   train          launch/train.py --config RECIPE (default paper-x80), checkpointing every minute, stopping at
 #                  --train-minutes with the model written   -> OUT/run/
 #   eval           vdsr eval on Set5 and Set14 of that model -> OUT/run/eval.json
@@ -167,9 +167,7 @@ quick_bench() {  # --quick-bench: bench_train and bench_data, short; ARGS: bench
             --json "$OUTDIR/benchmarks/data-device-chunk$chunk-${DEV:-dry-run}.json"
     done
 }
-TRAIN_GRAPH=()
-BENCH_GRAPH=()
-[[ $GRAPH == 1 ]] && BENCH_GRAPH=(--cuda-graph)
+TRAIN_GRAPH=()  # cuda_graph=true once graph_check passed
 
 train_minutes() {  # --train-minutes, cut to what --deadline leaves (its start-up and save, eval and the summary keep 130 s)
     if [[ $DEADLINE == 0 ]]; then echo "${TRAIN_MIN:-1.5}"; return; fi
@@ -199,6 +197,7 @@ print(([r for r in same if r.get('batch', 64) == 64] or same)[0]['loop_patches_p
 if [[ $DRY == 1 ]]; then
     part install 300 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
     BENCH_JSON="$OUTDIR/benchmarks/train-dry-run.json"
+    graph_set 300
     if [[ $TRAIN_ONLY == 0 ]]; then
         part parity 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_parity_conv.py -k "parity_conv_first or float32_precisions"
         part bench_kernels 300 "$PY" launch/bench_kernels.py --smoke --repeats 1 --out "$OUTDIR/benchmarks"
@@ -206,7 +205,6 @@ if [[ $DRY == 1 ]]; then
             --config paper --data "$DATA/T91" --loader device --json "$BENCH_JSON"
     fi
     TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)
-    graph_set 300
     quick_bench --depth 4 --steps 3 --log-every 2 --batch-sizes 8
     if TMIN=$(train_minutes); then
         PLAN=()
@@ -228,14 +226,16 @@ else
     DEV=$("$PY" -c "import re, torch; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))")
     part install 60 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
     BENCH_JSON="$OUTDIR/benchmarks/train-$DEV.json"
+    graph_set 120  # first: the benchmarks then time the graph only where it was found right
     if [[ $TRAIN_ONLY == 0 ]]; then
         part parity 100 env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests -k parity
         part bench_kernels 120 "$PY" launch/bench_kernels.py --repeats 20 --compile-mode "$COMPILE_MODE" --out "$OUTDIR/benchmarks"
         read -r -a BENCH_PREC <<< "$BENCH_PRECISIONS"
+        BENCH_GRAPH=()
+        [[ ${#TRAIN_GRAPH[@]} -gt 0 ]] && BENCH_GRAPH=(--cuda-graph)
         part bench_train 110 "$PY" launch/bench_train.py --config paper --data "$DATA/T91" "$DATA/BSD200" --loader device \
             --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" "${BENCH_GRAPH[@]}" --json "$BENCH_JSON"
     fi
-    graph_set 120
     quick_bench --batch-sizes 64 256 --steps 50 --loop-steps 300
     if TMIN=$(train_minutes); then
         PLAN=()

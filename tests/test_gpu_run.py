@@ -19,7 +19,7 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = (out / "summary.txt").read_text().splitlines()
     parts = [line.split()[0] for line in summary]
-    assert parts == ["install", "parity", "bench_kernels", "bench_train", "graph_check", "train", "eval", "eval_ema"]  # eval_ema: ema_decay
+    assert parts == ["install", "graph_check", "parity", "bench_kernels", "bench_train", "train", "eval", "eval_ema"]  # eval_ema: ema_decay
     assert all(line.split()[1] == "ok" for line in summary), summary
     assert (out / "benchmarks" / "kernels-smoke-cpu-interpreter.json").is_file()
     assert json.loads((out / "benchmarks" / "train-dry-run.json").read_text())["rows"]
