@@ -504,9 +504,10 @@ def graph_unsupported(cfg: Config, device: torch.device, world: int) -> str | No
 class GraphedStep:
     """:func:`train_step` replayed as one CUDA graph (``cuda_graph: true``, one CUDA process).
 
-    At batch 64 of 41 x 41 an H200 finishes the step's arithmetic in a fraction of the time the
-    host takes to launch its ~200 kernels one by one (the eager step used 8% of the bf16 matmul
-    rate); a graph launches them all at once. Same kernels, same order, same arithmetic.
+    At batch 64 of 41 x 41 the eager step used 8% of an H200's bf16 matmul rate: most likely the
+    host, launching a few hundred small kernels one by one (an eager step issues some 800 aten
+    calls), is the limit; a graph launches them all at once. Same kernels, same order, same
+    arithmetic.
 
     * The first ``warmup`` calls run the eager step on a side stream (cuDNN's and Triton's
       choices, the momentum buffers; as capture wants), on real batches: they are training steps.
