@@ -76,15 +76,16 @@ def main() -> None:
             times[k] += per_batch_seconds(loader, 1 + r)
 
     results = []
-    print(f"{'loader':<7} {'patches/s':>10} {'ms/batch':>9}  (median of {args.rounds} x {args.batches} batches of {args.batch_size})")
+    print(f"{'loader':<7} {'patches/s':>10} {'ms/batch':>9}  (median of {args.rounds} x {args.batches} batches of {args.batch_size}"
+          f"{'; the device stream: the mean, ' + str(args.chunk) + ' batches a chunk' if args.chunk > 1 else ''})")
     for k, ts in times.items():
         mean = k == "device" and args.chunk > 1  # the chunk's first batch carries its work
-        med = statistics.mean(ts) if mean else statistics.median(ts)
+        per_batch = statistics.mean(ts) if mean else statistics.median(ts)
         results.append(
             {
                 "loader": k,
-                "patches_per_s": round(args.batch_size / med, 1),
-                "ms_per_batch": round(med * 1e3, 3),
+                "patches_per_s": round(args.batch_size / per_batch, 1),
+                "ms_per_batch": round(per_batch * 1e3, 3),
                 "device": args.device,
                 "batch_size": args.batch_size,
                 "scales": args.scales,
@@ -100,7 +101,7 @@ def main() -> None:
                 "cpu": platform.machine(),
             }
         )
-        print(f"{k:<7} {args.batch_size / med:10.1f} {med * 1e3:9.2f}")
+        print(f"{k:<7} {args.batch_size / per_batch:10.1f} {per_batch * 1e3:9.2f}")
     if args.json:
         write_json(args.json, results[0] if len(results) == 1 else results)
         print(f"wrote {args.json}")

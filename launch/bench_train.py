@@ -60,10 +60,10 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, depth: int = 20, batch: int = 64,
-                       warmup: int = 5, graph: bool = False) -> float:  # fmt: skip
-    """Patches/s of the bare step (no data, no logging); one host synchronisation at the end.
-    ``graph``: ``train.GraphedStep`` (its eager warm-up and capture inside the warm-up steps)."""
+def step_setup(device: str, backend: str, precision: str, depth: int = 20, batch: int = 64):
+    """What ``train.train_step`` takes, as train.py makes it (Accelerate's state reset first; the
+    caller resets it again and calls ``train.set_tf32(False)`` when done): ``(accelerator, cfg,
+    model, optimizer, lr_in, hr)``, one fixed batch of 41 x 41 patches in channels_last."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -75,7 +75,21 @@ def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, de
     model = VDSR(depth, backend=backend).to(device).to(memory_format=torch.channels_last)
     opt = train.make_optimizer(model, cfg)  # SGD, momentum 0.9, weight decay 1e-4
     lr_in = torch.rand(batch, 1, 41, 41, device=device).contiguous(memory_format=torch.channels_last)
-    hr = lr_in + 0.01 * torch.randn_like(lr_in)
+    return acc, cfg, model, opt, lr_in, lr_in + 0.01 * torch.randn_like(lr_in)
+
+
+def step_teardown() -> None:
+    from accelerate.state import AcceleratorState
+
+    train.set_tf32(False)
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, depth: int = 20, batch: int = 64,
+                       warmup: int = 5, graph: bool = False) -> float:  # fmt: skip
+    """Patches/s of the bare step (no data, no logging); one host synchronisation at the end.
+    ``graph``: ``train.GraphedStep`` (its eager warm-up and capture inside the warm-up steps)."""
+    acc, cfg, model, opt, lr_in, hr = step_setup(device, backend, precision, depth, batch)
     graphed = train.GraphedStep(model, opt, acc, cfg, world=1) if graph else None
     if graph:
         warmup = max(warmup, graphed.warmup + 2)
@@ -95,8 +109,7 @@ def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, de
     elapsed = time.perf_counter() - t
     assert torch.isfinite(loss)
     assert not graph or graphed.replays >= steps, "the graphed rows did not replay a graph"
-    train.set_tf32(False)
-    AcceleratorState._reset_state(reset_partial_state=True)
+    step_teardown()
     return steps * batch / elapsed
 
 
@@ -149,18 +162,7 @@ def host_syncs_per_step(backend: str, precision: str, steps: int = 5) -> float:
     ``torch.cuda.set_sync_debug_mode("warn")`` over ``steps`` steps after warm-up (goal: 0)."""
     import warnings
 
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
-    train.set_tf32(precision == "tf32")
-    model = VDSR(backend=backend).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    model, opt = acc.prepare(model, opt)
-    cfg = train.Config(backend=backend, bf16=precision == "bf16", tf32=precision == "tf32")
-    lr_in = torch.rand(64, 1, 41, 41, device="cuda").contiguous(memory_format=torch.channels_last)
-    hr = lr_in + 0.01 * torch.randn_like(lr_in)
+    acc, cfg, model, opt, lr_in, hr = step_setup("cuda", backend, precision)
     for _ in range(3):
         train.train_step(model, opt, acc, cfg, lr_in, hr, 0.1, 1)
     torch.cuda.synchronize()
@@ -173,8 +175,7 @@ def host_syncs_per_step(backend: str, precision: str, steps: int = 5) -> float:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
-    train.set_tf32(False)
-    AcceleratorState._reset_state(reset_partial_state=True)
+    step_teardown()
     return sum("synchroniz" in str(w.message) for w in caught) / steps
 
 

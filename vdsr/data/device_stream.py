@@ -182,9 +182,6 @@ class DevicePatchStream:
 
     def _build_chunk(self, group: list[Draws]) -> tuple[list[Batch], torch.cuda.Event | None]:
         """The batches of ``group`` built as one, then split (views of the chunk's tensors)."""
-        if len(group) == 1:
-            batch, event = self._build(group[0])
-            return [batch], event
         joined = Draws(*(np.concatenate([getattr(d, f.name) for d in group]) for f in dataclasses.fields(Draws)))
         sizes = [len(d.scale) for d in group]
         (lr, hr, scale), event = self._build(joined)
