@@ -61,9 +61,11 @@ def sync(device: str) -> None:
 
 
 def step_setup(device: str, backend: str, precision: str, depth: int = 20, batch: int = 64):
-    """What ``train.train_step`` takes, as train.py makes it (Accelerate's state reset first; the
-    caller resets it again and calls ``train.set_tf32(False)`` when done): ``(accelerator, cfg,
-    model, optimizer, lr_in, hr)``, one fixed batch of 41 x 41 patches in channels_last."""
+    """What ``train.train_step`` takes: ``(accelerator, cfg, model, optimizer, lr_in, hr)``, one
+    fixed batch of 41 x 41 patches in channels_last; the caller calls ``step_teardown()`` when done.
+    The model and optimizer are train.py's (``train.make_optimizer``) but not passed through
+    ``accelerator.prepare``: in one process that adds only a second autocast around the forward
+    (``train_step`` opens its own) and an optimizer wrapper whose step calls SGD's."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
