@@ -42,10 +42,10 @@
 #                  stream on T91 + BSD200)            -> OUT/benchmarks/train-<device>.json
 #   train          launch/train.py --config RECIPE (default paper-x80), checkpointing every minute, stopping at
 #                  --train-minutes with the model written   -> OUT/run/
-#   eval           vdsr eval on Set5 and Set14 of that model -> OUT/run/eval.json
+#   eval           vdsr eval on Set5 and Set14 (where it travelled) of that model -> OUT/run/eval.json
 #   eval_ema       the same of its weight average (ema_decay > 0) -> OUT/run/eval-ema.json
 # The images come from --data (default: gpu_data/, made by scripts/pack_gpu_data.py and named in
-# the device call's carry; else ../shared/data): T91/, BSD200/, Set5/, Set14/.
+# the device call's carry; else ../shared/data): T91/, BSD200/, Set5/, and Set14/ if packed.
 # Writes under $OUT (the device tool's output folder) or --out; prints a summary table at the
 # end and exits 1 if any part failed.
 set -uo pipefail
@@ -94,9 +94,11 @@ done
 if [[ -z "$DATA" ]]; then
     if [[ -d "$ROOT/gpu_data/T91" ]]; then DATA="$ROOT/gpu_data"; else DATA="$ROOT/../shared/data"; fi
 fi
-for d in T91 BSD200 Set5 Set14; do
+for d in T91 BSD200 Set5; do
     [[ -d "$DATA/$d" ]] || { echo "gpu_run: error: $DATA/$d: no such folder (scripts/pack_gpu_data.py makes gpu_data/)" >&2; exit 2; }
 done
+EVAL_DATA=("$DATA/Set5")  # and Set14 where it travelled (pack_gpu_data.py --sets can leave it out)
+if [[ -d "$DATA/Set14" ]]; then EVAL_DATA+=("$DATA/Set14"); else echo "gpu_run: $DATA/Set14: not here; eval on Set5 only" >&2; fi
 if [[ -n "$TRAIN_MIN" ]] && { ! [[ "$TRAIN_MIN" =~ ^[0-9]+([.][0-9]+)?$ ]] || [[ "$TRAIN_MIN" == 0 ]]; }; then
     echo "gpu_run: error: --train-minutes $TRAIN_MIN: expected a number > 0" >&2; exit 2
 fi
@@ -244,10 +246,10 @@ else
         part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
             --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
             "${RESUME[@]}" --set checkpoint_minutes=1 "${TRAIN_SET[@]}" "${TRAIN_GRAPH[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
-        part eval 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
+        part eval 60 $VDSR eval --data "${EVAL_DATA[@]}" --scales 2 3 4 --method vdsr \
             --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
         if [[ -f "$OUTDIR/run/model_ema.safetensors" ]]; then
-            part eval_ema 60 $VDSR eval --data "$DATA/Set5" "$DATA/Set14" --scales 2 3 4 --method vdsr \
+            part eval_ema 60 $VDSR eval --data "${EVAL_DATA[@]}" --scales 2 3 4 --method vdsr \
                 --checkpoint "$OUTDIR/run/model_ema.safetensors" --json "$OUTDIR/run/eval-ema.json"
         fi
     else

@@ -101,6 +101,22 @@ def test_gpu_run_refuses_bad_arguments(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
 
 
+def test_gpu_run_needs_set5_and_goes_on_without_set14(tmp_path):
+    """The data folder must hold T91, BSD200 and Set5; Set14 may stay behind (pack_gpu_data.py
+    --sets), and then the eval is on Set5 alone, said once. (--train-minutes -1 stops the run
+    just after the data check.)"""
+    for name in ("T91", "BSD200"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    cmd = ["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--data", str(tmp_path / "data"),
+           "--train-minutes", "-1", "--out", str(tmp_path / "o")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Set5: no such folder" in proc.stderr, proc.stderr
+    (tmp_path / "data" / "Set5").mkdir()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert "Set14: not here; eval on Set5 only" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "--train-minutes" in proc.stderr, proc.stderr  # past the data check
+
+
 def test_plan_anneal_fits_the_decay_into_the_budget():
     import sys
 
