@@ -8,6 +8,9 @@
 Recipes live in ``launch/configs/*.yaml`` (``--config NAME|FILE``); any key can be overridden
 on the command line (``--epochs 2``, ``--data DIR DIR``, ``--set key=value``).
 ``--init-weights FILE.safetensors`` starts from trained weights (fine-tuning, warm restarts).
+``bf16: auto`` (every recipe) trains under bfloat16 autocast where the hardware computes in it
+(GPUs, AVX512/AMX CPUs) and in float32 elsewhere, where bf16 is emulated and ~14x slower
+(``vdsr/precision.py``); ``--bf16`` / ``--no-bf16`` force either.
 
 The step: loss = 1/2 ||y - x - f(x)||^2 summed over the pixels of a patch and averaged over the
 patches of the batch (Caffe's EuclideanLoss, which the paper's code used); SGD with momentum
@@ -46,8 +49,8 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import parse_flag_from_env, set_seed
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +64,7 @@ from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
 from vdsr.errors import InputError  # noqa: E402
 from vdsr.evaluate import Dataset, check_scales, evaluate, open_dataset, vdsr_method  # noqa: E402
 from vdsr.model import VDSR  # noqa: E402
+from vdsr.precision import resolve_bf16  # noqa: E402
 
 log = logging.getLogger("vdsr.train")
 CONFIGS = REPO / "launch" / "configs"
@@ -92,7 +96,7 @@ class Config:
     loss: str = "sse_mean"  # 1/2 SSE per patch, batch mean; or "sse_sum": SSE summed over the batch
     rotate: bool = False
     downsize: list = field(default_factory=list)  # extra copies of the images shrunk by these factors
-    bf16: bool = True
+    bf16: bool | str = "auto"  # bfloat16 autocast: true, false, or auto (where the hardware has it; float32 elsewhere)
     tf32: bool = False  # float32 math (bf16 off) may use TF32: cuDNN, cuBLAS and the Triton kernels
     channels_last: bool = True
     cuda_graph: bool = False  # one CUDA GPU: the whole step as one CUDA graph (GraphedStep); elsewhere ignored
@@ -138,7 +142,9 @@ class Config:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise InputError(f"config: {key} = {v!r}; expected a number >= 0")
-        for key in ("rotate", "bf16", "tf32", "channels_last", "cuda_graph", "debug_ranks"):
+        if not (self.bf16 is True or self.bf16 is False or self.bf16 == "auto"):
+            raise InputError(f"config: bf16 = {self.bf16!r}; expected true, false or auto")
+        for key in ("rotate", "tf32", "channels_last", "cuda_graph", "debug_ranks"):
             if not isinstance(getattr(self, key), bool):
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected true or false")
         for key in ("data", "val_data"):
@@ -223,7 +229,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lr", type=number(float, 0))
     ap.add_argument("--clip", choices=["adjustable", "norm", "none"])
     ap.add_argument("--clip-theta", dest="clip_theta", type=number(float, 0))
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bfloat16 autocast (default: the recipe's bf16, auto: where the hardware has it)")
     ap.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None, help="float32 math may use TF32 (with --no-bf16)")
     ap.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--cuda-graph", dest="cuda_graph", action=argparse.BooleanOptionalAction, default=None,
@@ -528,8 +535,9 @@ class GraphedStep:
         self.side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     def autocast(self):
-        """The forward's autocast, its cast cache off (a cached cast would not be re-run by a replay)."""
-        bf16 = self.step_args[3].bf16
+        """The forward's autocast, its cast cache off (a cached cast would not be re-run by a replay);
+        bfloat16 exactly when the eager step's ``accelerator.autocast()`` is."""
+        bf16 = self.step_args[2].mixed_precision == "bf16"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
 
     def eager(self, lr_in, hr, lr: float) -> torch.Tensor:
@@ -587,6 +595,10 @@ def main(argv=None) -> int:
             "--resume continues it, or pick another --output-dir"
         )
     check_paths(cfg, warm_start=resume_from is None)  # a resumed run does not read init_weights
+    # bf16 (true / false / auto) on this process's device, known before the Accelerator is made
+    # (the process state it will share, on the CPU as `accelerate launch --cpu` asks)
+    process = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    cfg.bf16, bf16_line = resolve_bf16(cfg.bf16, process.device)
     accelerator = Accelerator(
         mixed_precision="bf16" if cfg.bf16 else "no", log_with="tensorboard", project_dir=str(out)
     )
@@ -594,6 +606,8 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s"
     )
+    if bf16_line:
+        (log.info if bf16_line.startswith("bf16: auto") else log.warning)(bf16_line)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # not 4 lines per checkpoint
     warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"
     check_world_size(accelerator, args.world_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,25 @@ def test_eval_backend_triton_matches_torch(photos, tmp_path):
     assert results["triton"]["images"] == 3
     assert results["triton"]["psnr"] == pytest.approx(results["torch"]["psnr"], abs=1e-3)
     assert results["triton"]["ssim"] == pytest.approx(results["torch"]["ssim"], abs=1e-4)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_warns_only_where_the_hardware_emulates_it(photos, tmp_path, capsys, monkeypatch, native):
+    """``--bf16`` on an AVX2 CPU (no native bfloat16) runs ~14x slower than float32: one warning
+    line says so; where the hardware has bfloat16 the run is quiet. Both still run under bf16."""
+    from vdsr import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    ckpt = tmp_path / "m.safetensors"
+    save_weights(ckpt, VDSR(depth=3, channels=4))
+    src = sorted(photos.iterdir())[0]
+    for args in (["eval", "--data", str(photos), "--scales", "2", "--method", "vdsr"],
+                 ["upscale", str(src), "--scale", "2", "-o", str(tmp_path / "up.png")]):  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # each command is its own process for a user
+            code, _, err = run(args + ["--checkpoint", str(ckpt), "--device", "cpu", "--bf16"], capsys)
+        assert code == 0, err
+        lines = [str(w.message) for w in caught if "bf16" in str(w.message)]
+        assert len(lines) == (0 if native else 1), lines
+        assert native or ("--bf16: bf16 on this CPU" in lines[0] and "emulated" in lines[0]), lines
+    assert (tmp_path / "up.png").is_file()

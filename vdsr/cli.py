@@ -40,6 +40,14 @@ def _load_model(checkpoint: str | None, device: torch.device, backend: str = "to
     return load_pretrained(checkpoint, device, backend)
 
 
+def _warn_slow_bf16(bf16: bool, device: torch.device) -> None:
+    """``--bf16`` on a device that only emulates bfloat16 (e.g. an AVX2 CPU): one warning line."""
+    from .precision import slow_bf16_warning
+
+    if bf16 and (line := slow_bf16_warning(device)):
+        warnings.warn(f"--bf16: {line}")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .atomic import write_json
     from .demo import demo_files
@@ -64,6 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     method = None
     if args.method == "vdsr":
         model = _load_model(args.checkpoint, device, args.backend)
+        _warn_slow_bf16(args.bf16, device)
         method = vdsr_method(model, bf16=args.bf16)
     report = evaluate(
         datasets,
@@ -150,6 +159,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         largest = max(largest, px)
     _check_output_memory(largest, args.scale)
     model = _load_model(args.checkpoint, device, args.backend)
+    _warn_slow_bf16(args.bf16, device)
     tile = args.tile or default_tile(device)
     failed = []
     bar = tqdm(total=sum(sizes) / 1e6, unit="MP", desc="upscale", disable=None, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
@@ -236,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="torch",
         help="VDSR forward: PyTorch reference or the fused Triton kernels (the protocol's resize stays float64)",
     )
-    ev.add_argument("--bf16", action="store_true", help="run VDSR under bfloat16 autocast (default float32)")
+    ev.add_argument("--bf16", action="store_true",
+                    help="run VDSR under bfloat16 autocast (default float32; slow where the hardware only emulates it)")
     ev.add_argument("--save-images", metavar="DIR", help="write the SR images as colour PNG under DIR/<dataset>/x<s>/")
     ev.add_argument("--skip-bad", action="store_true", help="skip unreadable or too-small images (named and counted)")
     ev.add_argument("--per-image", action="store_true", help="also print every image's PSNR/SSIM")
@@ -255,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=["torch", "triton"], default="torch")
     up.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     up.add_argument("--tile", type=number(int, 16, 65536), help="tile side in output pixels, 16..65536 (default: from the memory available)")
-    up.add_argument("--bf16", action="store_true", help="run VDSR under bfloat16 autocast")
+    up.add_argument("--bf16", action="store_true",
+                    help="run VDSR under bfloat16 autocast (default float32; slow where the hardware only emulates it)")
     up.set_defaults(func=cmd_upscale)
 
     cp = sub.add_parser("compare", help="figure: bicubic vs VDSR vs ground truth, with a zoomed crop and PSNR")
