@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import platform
 import re
 import sys
 import tempfile
@@ -48,6 +49,7 @@ import train  # noqa: E402
 from vdsr.atomic import write_json  # noqa: E402
 from vdsr.cliargs import ArgParser, number  # noqa: E402
 from vdsr.model import VDSR  # noqa: E402
+from vdsr.precision import cpu_capability, native_bf16  # noqa: E402
 
 
 def train_flops_per_patch(depth=20, c=64, p=41) -> float:
@@ -116,12 +118,23 @@ def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, de
 
 
 def matmul_tflops(device: str) -> float:
-    n = 8192 if device == "cuda" else 2048
-    a, b = torch.randn(n, n, device=device, dtype=torch.bfloat16), torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
+    """The bf16 matmul rate (TFLOP/s) of an n x n product: n doubles from 512 to 8192 (GPU) or
+    2048 (CPU), stopping early once one product takes over 0.1 s (a CPU without native bfloat16
+    emulates it: a 2048 product took 51 s on an AVX2 CPU); then timed over about a second."""
+    n, n_max = 512, 8192 if device == "cuda" else 2048
+    while True:
+        a, b = torch.randn(n, n, device=device, dtype=torch.bfloat16), torch.randn(n, n, device=device, dtype=torch.bfloat16)
+        for _ in range(3 if n == 512 else 1):
+            a @ b
+        sync(device)
+        t = time.perf_counter()
         a @ b
-    sync(device)
-    reps = 20 if device == "cuda" else 5
+        sync(device)
+        one = time.perf_counter() - t
+        if n >= n_max or one > 0.1:
+            break
+        n *= 2
+    reps = max(3, min(50, int(1.0 / max(one, 1e-6))))
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
@@ -183,6 +196,15 @@ def host_syncs_per_step(backend: str, precision: str, steps: int = 5) -> float:
 
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+def cpu_info() -> dict:
+    """The CPU's model name, the vector ISA PyTorch runs on it, and whether bfloat16 is native
+    there (without it bf16 autocast is emulated: see vdsr/precision.py)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
+    return {"model": model or "unknown", "capability": cpu_capability(), "native_bf16": native_bf16("cpu")}
 
 
 def main(argv=None) -> int:
@@ -249,6 +271,7 @@ def main(argv=None) -> int:
                   + (f" | {syncs:g} host syncs per step" if syncs is not None else ""), flush=True)  # fmt: skip
     result = {
         "device": name,
+        "cpu": cpu_info(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "bf16_matmul_tflops": round(peak, 3),

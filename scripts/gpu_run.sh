@@ -203,7 +203,7 @@ if [[ $DRY == 1 ]]; then
     if [[ $TRAIN_ONLY == 0 ]]; then
         part parity 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_parity_conv.py -k "parity_conv_first or float32_precisions"
         part bench_kernels 300 "$PY" launch/bench_kernels.py --smoke --repeats 1 --out "$OUTDIR/benchmarks"
-        part bench_train 300 "$PY" launch/bench_train.py --depth 4 --steps 3 --precisions bf16 --log-every 2 \
+        part bench_train 300 "$PY" launch/bench_train.py --depth 4 --steps 3 --batch-sizes 8 --precisions bf16 --log-every 2 \
             --config paper --data "$DATA/T91" --loader device --json "$BENCH_JSON"
     fi
     TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)

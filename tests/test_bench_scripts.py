@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -108,6 +110,9 @@ def test_bench_train_bare_step_and_loop(tmp_path):
         assert abs(row["loop_share_of_bare"] - row["loop_patches_per_s"] / row["bare_step_patches_per_s"]) < 1e-2
         assert 0 < row["bare_step_share_of_bf16_matmul"] and data["bf16_matmul_tflops"] > 0
     assert "batch   16: bare step" in proc.stdout and "of the bare step" in proc.stdout
+    # which CPU: bf16 rows mean little without knowing whether bfloat16 is native there
+    assert data["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability() and data["cpu"]["model"]
+    assert data["cpu"]["native_bf16"] is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert data["cuda_graph"] is False and not any(r["cuda_graph"] for r in data["rows"])
     proc = subprocess.run([sys.executable, str(REPO / "launch" / "bench_train.py"), "--cuda-graph", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)  # fmt: skip
