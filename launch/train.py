@@ -9,7 +9,7 @@ Recipes live in ``launch/configs/*.yaml`` (``--config NAME|FILE``); any key can 
 on the command line (``--epochs 2``, ``--data DIR DIR``, ``--set key=value``).
 ``--init-weights FILE.safetensors`` starts from trained weights (fine-tuning, warm restarts).
 ``bf16: auto`` (every recipe) trains under bfloat16 autocast where the hardware computes in it
-(GPUs, AVX512/AMX CPUs) and in float32 elsewhere, where bf16 is emulated and ~14x slower
+(GPUs, AVX512/AMX CPUs) and in float32 elsewhere, where bf16 is emulated and 11x slower
 (``vdsr/precision.py``); ``--bf16`` / ``--no-bf16`` force either.
 
 The step: loss = 1/2 ||y - x - f(x)||^2 summed over the pixels of a patch and averaged over the

@@ -149,7 +149,7 @@ def test_eval_backend_triton_matches_torch(photos, tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_warns_only_where_the_hardware_emulates_it(photos, tmp_path, capsys, monkeypatch, native):
-    """``--bf16`` on an AVX2 CPU (no native bfloat16) runs ~14x slower than float32: one warning
+    """``--bf16`` on an AVX2 CPU (no native bfloat16) runs over 10x slower than float32: one warning
     line says so; where the hardware has bfloat16 the run is quiet. Both still run under bf16."""
     from vdsr import precision
 

@@ -2,10 +2,11 @@
 
 bfloat16 autocast is fast only where the hardware computes in it: CUDA GPUs that support it
 (Ampere and newer), and CPUs with native bfloat16 (AVX512-BF16 or AMX; oneDNN also takes
-AVX512 cores). Elsewhere PyTorch emulates it, and emulation is far slower than float32:
-one VDSR-20 training step (batch 64 of 41 x 41, channels_last) took 55 s under bf16 autocast
-and 3.9 s in float32 on a 2-core AMD EPYC (Zen 3, AVX2 only), while a 2-core CPU with native
-bfloat16 ran bf16 3.8x faster than float32 (``benchmarks/train-cpu*.json``).
+AVX512 cores). Elsewhere PyTorch emulates it, and emulation is far slower than float32: on a
+2-core AMD EPYC (Zen 3, AVX2 only) the VDSR-20 training step (batch 64 of 41 x 41,
+channels_last) ran 1.1 patches/s under bf16 autocast and 12.2 in float32, side by side
+(``benchmarks/train-cpu-amd-epyc-avx2.json``), while a 2-core CPU with native bfloat16 ran
+bf16 3.8x faster than float32 (``benchmarks/train-cpu.json``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def slow_bf16_warning(device: torch.device | str) -> str | None:
     if native_bf16(device):
         return None
     where = f"this CPU ({cpu_capability()}, no native bfloat16)" if device.type == "cpu" else f"{device}"
-    return f"bf16 on {where} is emulated and runs far slower than float32 (14x for a VDSR-20 training step on an AVX2 CPU)"
+    return f"bf16 on {where} is emulated and runs over 10x slower than float32 (VDSR-20 training on an AVX2 CPU)"
 
 
 def resolve_bf16(setting: bool | str, device: torch.device | str) -> tuple[bool, str | None]:
