@@ -340,6 +340,17 @@ def check_world_size(accelerator: Accelerator, expected: int | None) -> None:
         )
 
 
+def idle_cores_warning(device: torch.device, local_world: int, threads: int, cores: int) -> str | None:
+    """One line when the CPU ranks of this machine compute on fewer threads than it has cores:
+    ``accelerate launch`` sets ``OMP_NUM_THREADS=1`` unless given ``--num_cpu_threads_per_process``
+    (or ``--cpu``), so a lone CPU process trains on one core of many. None when all are used."""
+    if device.type != "cpu" or threads * local_world >= cores:
+        return None
+    return (f"torch computes on {threads} thread(s) in each of {local_world} process(es) here, of {cores} cores "
+            f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}): `accelerate launch "
+            f"--num_cpu_threads_per_process {max(cores // local_world, 1)}` uses them all")  # fmt: skip
+
+
 class Checkpoints:
     """``accelerator.save_state`` into ``checkpoints/step-XXXXXXX``, atomically, keeping the last few."""
 
@@ -612,6 +623,10 @@ def main(argv=None) -> int:
     warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"
     check_world_size(accelerator, args.world_size)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if line := idle_cores_warning(device, local_world, torch.get_num_threads(), cores):
+        log.warning(line)
     if cfg.batch_size % world:
         raise SystemExit(f"train.py: batch_size {cfg.batch_size} does not split over {world} ranks")
     set_seed(cfg.seed)  # the same initial weights on every rank

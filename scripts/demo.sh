@@ -11,7 +11,11 @@ if [ -e runs/demo ]; then  # train.py never overwrites a run: keep the previous 
     prev="runs/demo.$(date +%Y%m%d-%H%M%S)"
     mv runs/demo "$prev" && echo "demo.sh: the previous demo run is now in $prev"
 fi
-.venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision bf16 --dynamo_backend no \
+# every launcher setting given (no warning about defaults); the precision is train.py's own
+# choice (the recipe's bf16: auto: bfloat16 where the hardware has it, else float32); all cores
+# compute (without the flag `accelerate launch` sets OMP_NUM_THREADS=1: one core of the CPU)
+.venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+    --num_cpu_threads_per_process "$(nproc)" \
     launch/train.py --config demo "$@"
 .venv/bin/python - <<'PY'
 import json

@@ -607,3 +607,23 @@ def test_every_shipped_recipe_loads(recipe):
     assert cfg.depth == 20 and cfg.batch_size == 64 and cfg.scales == [2, 3, 4]
     steps = cfg.epochs * (cfg.patches_per_epoch // cfg.batch_size if cfg.sampling == "random" else 1)
     assert steps > 0
+
+
+def test_idle_cores_are_named_with_the_launcher_flag_that_uses_them(monkeypatch):
+    """`accelerate launch` without --num_cpu_threads_per_process sets OMP_NUM_THREADS=1: a lone
+    CPU process then trains on one core of many (measured: the demo at 8.4 s a step on 1 of 2
+    cores). train.py says so in one line; ranks that use every core, or a GPU, get none."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cpu = torch.device("cpu")
+    line = train.idle_cores_warning(cpu, local_world=1, threads=1, cores=2)
+    assert "1 thread(s) in each of 1 process(es) here, of 2 cores (OMP_NUM_THREADS=1)" in line
+    assert "--num_cpu_threads_per_process 2" in line
+    assert "--num_cpu_threads_per_process 4" in train.idle_cores_warning(cpu, local_world=2, threads=1, cores=8)
+    assert train.idle_cores_warning(cpu, local_world=2, threads=1, cores=2) is None  # two ranks, two cores
+    assert train.idle_cores_warning(cpu, local_world=1, threads=2, cores=2) is None
+    assert train.idle_cores_warning(torch.device("cuda", 0), local_world=1, threads=1, cores=16) is None
+
+
+def test_demo_launch_uses_every_core():
+    demo = (REPO / "scripts" / "demo.sh").read_text()
+    assert '--num_cpu_threads_per_process "$(nproc)"' in demo and "--num_processes 1" in demo
