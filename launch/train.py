@@ -64,7 +64,7 @@ from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
 from vdsr.errors import InputError  # noqa: E402
 from vdsr.evaluate import Dataset, check_scales, evaluate, open_dataset, vdsr_method  # noqa: E402
 from vdsr.model import VDSR  # noqa: E402
-from vdsr.precision import resolve_bf16  # noqa: E402
+from vdsr.precision import check_bf16_setting, resolve_bf16  # noqa: E402
 
 log = logging.getLogger("vdsr.train")
 CONFIGS = REPO / "launch" / "configs"
@@ -142,8 +142,10 @@ class Config:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise InputError(f"config: {key} = {v!r}; expected a number >= 0")
-        if not (self.bf16 is True or self.bf16 is False or self.bf16 == "auto"):
-            raise InputError(f"config: bf16 = {self.bf16!r}; expected true, false or auto")
+        try:
+            check_bf16_setting(self.bf16)
+        except InputError as e:
+            raise InputError(f"config: {e}") from None
         for key in ("rotate", "tf32", "channels_last", "cuda_graph", "debug_ranks"):
             if not isinstance(getattr(self, key), bool):
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected true or false")
@@ -609,7 +611,8 @@ def main(argv=None) -> int:
     # bf16 (true / false / auto) on this process's device, known before the Accelerator is made
     # (the process state it will share, on the CPU as `accelerate launch --cpu` asks)
     process = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    cfg.bf16, bf16_line = resolve_bf16(cfg.bf16, process.device)
+    bf16_setting = cfg.bf16
+    cfg.bf16, bf16_line = resolve_bf16(bf16_setting, process.device)
     accelerator = Accelerator(
         mixed_precision="bf16" if cfg.bf16 else "no", log_with="tensorboard", project_dir=str(out)
     )
@@ -618,7 +621,7 @@ def main(argv=None) -> int:
         level=logging.INFO if accelerator.is_main_process else logging.WARNING, format="%(message)s"
     )
     if bf16_line:
-        (log.info if bf16_line.startswith("bf16: auto") else log.warning)(bf16_line)
+        (log.info if bf16_setting == "auto" else log.warning)(bf16_line)  # auto: what it chose; true: emulated
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # not 4 lines per checkpoint
     warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"
     check_world_size(accelerator, args.world_size)

@@ -38,31 +38,39 @@ def cpu_capability() -> str:
         return "unknown"
 
 
+def _no_native_bf16(device: torch.device) -> str:
+    """Where bfloat16 is missing, in words: ``this CPU (AVX2)`` or the device's name."""
+    return f"this CPU ({cpu_capability()})" if device.type == "cpu" else str(device)
+
+
+def check_bf16_setting(setting) -> None:
+    """A ``bf16`` setting is true, false or ``"auto"`` (not 1, not "yes"); else InputError."""
+    if not (setting is True or setting is False or setting == "auto"):
+        raise InputError(f"bf16 = {setting!r}; expected true, false or auto")
+
+
 def slow_bf16_warning(device: torch.device | str) -> str | None:
     """One line to print when bfloat16 is asked for on a device that only emulates it; else None."""
     device = torch.device(device)
     if native_bf16(device):
         return None
-    where = f"this CPU ({cpu_capability()}, no native bfloat16)" if device.type == "cpu" else f"{device}"
-    return f"bf16 on {where} is emulated and runs over 10x slower than float32 (VDSR-20 training on an AVX2 CPU)"
+    return (f"bf16 on {_no_native_bf16(device)}, which has no native bfloat16, is emulated and runs over 10x "
+            "slower than float32 (VDSR-20 training on an AVX2 CPU)")
 
 
 def resolve_bf16(setting: bool | str, device: torch.device | str) -> tuple[bool, str | None]:
     """What a ``bf16`` setting means on ``device``: (use bfloat16 autocast, a line to log or None).
 
     ``"auto"``: bfloat16 where the hardware has it (:func:`native_bf16`), float32 elsewhere; the
-    line says which and why. ``True``: bfloat16 regardless, with a warning line where it is only
-    emulated. ``False``: float32, no line.
+    line (information) says which and why. ``True``: bfloat16 regardless, with a warning line
+    where it is only emulated. ``False``: float32, no line.
     """
-    if not (setting is True or setting is False or setting == "auto"):
-        raise InputError(f"bf16 = {setting!r}; expected true, false or auto")
+    check_bf16_setting(setting)
+    device = torch.device(device)
     if setting is False:
         return False, None
     if setting is True:
         return True, slow_bf16_warning(device)
     if native_bf16(device):
-        return True, f"bf16: auto -> bfloat16 ({torch.device(device).type} has native bfloat16)"
-    why = f"this CPU ({cpu_capability()}) has no native bfloat16" if torch.device(device).type == "cpu" else (
-        f"{torch.device(device)} has no bfloat16"
-    )
-    return False, f"bf16: auto -> float32 ({why}; emulated bfloat16 would be far slower)"
+        return True, f"bf16: auto -> bfloat16 ({device.type} has native bfloat16)"
+    return False, f"bf16: auto -> float32 ({_no_native_bf16(device)} has no native bfloat16; emulated bfloat16 would be far slower)"
