@@ -51,6 +51,7 @@ def _warn_slow_bf16(bf16: bool, device: torch.device) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .atomic import write_json
     from .demo import demo_files
+    from .ensemble import SelfEnsemble
     from .evaluate import Dataset, check_scales, evaluate, open_dataset, vdsr_method
 
     scales = check_scales(args.scales)
@@ -61,6 +62,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_writable(args.save_images, folder=True)
     if args.checkpoint and args.method != "vdsr":
         raise InputError("--checkpoint is only used with --method vdsr")
+    if args.self_ensemble and args.method != "vdsr":
+        raise InputError("--self-ensemble is only used with --method vdsr")
     if args.data:
         datasets = [open_dataset(d) for d in args.data]
         names = [d.name for d in datasets]
@@ -73,12 +76,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.method == "vdsr":
         model = _load_model(args.checkpoint, device, args.backend)
         _warn_slow_bf16(args.bf16, device)
+        if args.self_ensemble:
+            model = SelfEnsemble(model)
         method = vdsr_method(model, bf16=args.bf16)
     report = evaluate(
         datasets,
         scales,
         method,
-        args.method,
+        args.method + ("+" if args.self_ensemble else ""),
         device,
         save_images=args.save_images,
         skip_bad=args.skip_bad,
@@ -139,6 +144,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
+    from .ensemble import SelfEnsemble
     from .resize import output_size
     from .upscale import default_tile, upscale_file
 
@@ -159,6 +165,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         largest = max(largest, px)
     _check_output_memory(largest, args.scale)
     model = _load_model(args.checkpoint, device, args.backend)
+    if args.self_ensemble:
+        model = SelfEnsemble(model)
     _warn_slow_bf16(args.bf16, device)
     tile = args.tile or default_tile(device)
     failed = []
@@ -248,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--bf16", action="store_true",
                     help="run VDSR under bfloat16 autocast (default float32; slow where the hardware only emulates it)")
+    ev.add_argument("--self-ensemble", action="store_true", help="average VDSR over the 8 flips and rotations of its input (8x the time; a test-time option, not how published numbers are measured)")
     ev.add_argument("--save-images", metavar="DIR", help="write the SR images as colour PNG under DIR/<dataset>/x<s>/")
     ev.add_argument("--skip-bad", action="store_true", help="skip unreadable or too-small images (named and counted)")
     ev.add_argument("--per-image", action="store_true", help="also print every image's PSNR/SSIM")
@@ -266,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=["torch", "triton"], default="torch")
     up.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     up.add_argument("--tile", type=number(int, 16, 65536), help="tile side in output pixels, 16..65536 (default: from the memory available)")
+    up.add_argument("--self-ensemble", action="store_true", help="average VDSR over the 8 flips and rotations of its input (8x the time; a test-time option, not how published numbers are measured)")
     up.add_argument("--bf16", action="store_true",
                     help="run VDSR under bfloat16 autocast (default float32; slow where the hardware only emulates it)")
     up.set_defaults(func=cmd_upscale)
