@@ -74,6 +74,17 @@ def test_ensemble_of_a_zero_residual_is_the_input():
         assert (SelfEnsemble(model)(x) - x).abs().max() <= 1e-6  # 8 float32 copies summed, / 8
 
 
+def test_ensemble_under_bf16_autocast():
+    model = random_model(depth=3, channels=4)
+    x = torch.rand(1, 1, 10, 12)
+    with torch.no_grad():
+        ref = SelfEnsemble(model)(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, plain = SelfEnsemble(model)(x), model(x)
+    assert low.dtype == plain.dtype  # the model's own output dtype (x + a bf16 residual: float32)
+    assert 0 < (low.float() - ref).abs().max() <= 2e-2  # bf16 did run, and the average is close
+
+
 def test_tiled_upscale_with_the_ensemble_equals_untiled(rng):
     planes = rng.random((3, 30, 41))
     ens = SelfEnsemble(random_model(depth=6))
