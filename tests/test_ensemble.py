@@ -4,6 +4,9 @@ the ``--self-ensemble`` options of ``vdsr eval`` and ``vdsr upscale``."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,3 +120,27 @@ def test_cli_self_ensemble(tmp_path, capsys):
     p, e = (np.asarray(Image.open(tmp_path / n)) for n in ("p.png", "e.png"))
     assert p.shape == e.shape == (88, 104, 3)
     assert not np.array_equal(p, e)
+
+
+def test_ensemble_through_the_fused_kernels():
+    """The 8 symmetries through ``backend="triton"`` (the interpreter on the CPU; transposed
+    shapes and fresh channels_last copies) give the torch backend's ensemble."""
+    code = """
+import torch
+from vdsr.ensemble import SelfEnsemble
+from vdsr.model import VDSR
+torch.manual_seed(0)
+ref = VDSR(3, 16).eval()
+fused = VDSR(3, 16, backend="triton").eval()
+fused.load_state_dict(ref.state_dict())
+x = torch.rand(1, 1, 11, 18)
+with torch.no_grad():
+    gap = (SelfEnsemble(fused)(x) - SelfEnsemble(ref)(x)).abs().max().item()
+    moved = (SelfEnsemble(ref)(x) - ref(x)).abs().max().item()
+print(gap, moved)
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    gap, moved = map(float, proc.stdout.split())
+    assert gap <= 1e-5 and moved > 1e-4
