@@ -165,9 +165,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         largest = max(largest, px)
     _check_output_memory(largest, args.scale)
     model = _load_model(args.checkpoint, device, args.backend)
+    _warn_slow_bf16(args.bf16, device)
     if args.self_ensemble:
         model = SelfEnsemble(model)
-    _warn_slow_bf16(args.bf16, device)
     tile = args.tile or default_tile(device)
     failed = []
     bar = tqdm(total=sum(sizes) / 1e6, unit="MP", desc="upscale", disable=None, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
@@ -233,6 +233,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+_ENSEMBLE_HELP = "average VDSR over the 8 flips and rotations of its input (8x the time; a test-time option, not how published numbers are measured)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgParser(prog="vdsr", description="VDSR super-resolution: evaluate, upscale, compare, import.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--bf16", action="store_true",
                     help="run VDSR under bfloat16 autocast (default float32; slow where the hardware only emulates it)")
-    ev.add_argument("--self-ensemble", action="store_true", help="average VDSR over the 8 flips and rotations of its input (8x the time; a test-time option, not how published numbers are measured)")
+    ev.add_argument("--self-ensemble", action="store_true", help=_ENSEMBLE_HELP)
     ev.add_argument("--save-images", metavar="DIR", help="write the SR images as colour PNG under DIR/<dataset>/x<s>/")
     ev.add_argument("--skip-bad", action="store_true", help="skip unreadable or too-small images (named and counted)")
     ev.add_argument("--per-image", action="store_true", help="also print every image's PSNR/SSIM")
@@ -275,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=["torch", "triton"], default="torch")
     up.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     up.add_argument("--tile", type=number(int, 16, 65536), help="tile side in output pixels, 16..65536 (default: from the memory available)")
-    up.add_argument("--self-ensemble", action="store_true", help="average VDSR over the 8 flips and rotations of its input (8x the time; a test-time option, not how published numbers are measured)")
+    up.add_argument("--self-ensemble", action="store_true", help=_ENSEMBLE_HELP)
     up.add_argument("--bf16", action="store_true",
                     help="run VDSR under bfloat16 autocast (default float32; slow where the hardware only emulates it)")
     up.set_defaults(func=cmd_upscale)

@@ -4,7 +4,7 @@ Timofte, Rothe and Van Gool, *Seven ways to improve example-based single image s
 resolution* (CVPR 2016), section 2.4; the "+" models of EDSR/RCAN. Each of the 8 symmetries of
 the square (the dihedral group D4: 4 rotations by 90 degrees, each with or without a mirror) is
 applied to the input, the network runs on it, the inverse symmetry is applied to the output, and
-the 8 outputs are averaged. A network that were exactly equivariant would gain nothing; a trained
+the 8 outputs are averaged. A network that is exactly equivariant gains nothing from it; a trained
 VDSR is only nearly so, and the average removes part of its error. It costs 8 forward passes.
 
 This is a test-time option (``vdsr eval --self-ensemble``, ``vdsr upscale --self-ensemble``):
@@ -25,7 +25,7 @@ SYMMETRIES = 8
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """Symmetry ``k`` (0..7) of the last two dims of ``x`` (``... x H x W``): a rotation by
     ``k % 4`` quarter turns, then a left-right mirror when ``k >= 4``. ``k = 0`` is ``x`` itself;
-    odd rotations swap H and W. Returns a view where torch can."""
+    odd rotations swap H and W."""
     if not 0 <= k < SYMMETRIES:
         raise ValueError(f"symmetry {k} is not in 0..{SYMMETRIES - 1}")
     y = torch.rot90(x, k % 4, dims=(-2, -1))
