@@ -121,6 +121,10 @@ def test_cli_self_ensemble(tmp_path, capsys):
     assert p.shape == e.shape == (88, 104, 3)
     assert not np.array_equal(p, e)
 
+    fig = tmp_path / "fig.png"
+    assert main(["compare", str(data / "a.png"), "--scale", "2", "-o", str(fig), "--checkpoint", str(ckpt), "--self-ensemble"]) == 0
+    assert "VDSR+" in capsys.readouterr().out and Image.open(fig).size[0] > 600
+
 
 def test_ensemble_through_the_fused_kernels():
     """The 8 symmetries through ``backend="triton"`` (the interpreter on the CPU; transposed

@@ -202,6 +202,7 @@ def _check_output_memory(pixels: int, scale: float) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from .ensemble import SelfEnsemble
     from .figures import check_compare_image, compare_figure
 
     device = _device(args.device)
@@ -211,8 +212,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_writable(out)
     check_compare_image(Path(args.image), args.scale)
     model = _load_model(args.checkpoint, device)
+    if args.self_ensemble:
+        model = SelfEnsemble(model)
     info = compare_figure(Path(args.image), int(args.scale), model, Path(args.output))
-    print(f"wrote {args.output}: bicubic {info['bicubic_psnr']:.2f} dB, VDSR {info['vdsr_psnr']:.2f} dB (Y, x{args.scale})")
+    name = "VDSR+" if args.self_ensemble else "VDSR"
+    print(f"wrote {args.output}: bicubic {info['bicubic_psnr']:.2f} dB, {name} {info['vdsr_psnr']:.2f} dB (Y, x{args.scale})")
     return 0
 
 
@@ -289,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", required=True, metavar="FIGURE", help="PNG to write")
     cp.add_argument("--checkpoint", metavar="WEIGHTS", help="as for upscale")
     cp.add_argument("--device")
+    cp.add_argument("--self-ensemble", action="store_true", help=_ENSEMBLE_HELP)
     cp.set_defaults(func=cmd_compare)
 
     im = sub.add_parser(

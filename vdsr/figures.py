@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .ensemble import SelfEnsemble
 from .evaluate import luma, modcrop, quantize, to_unit
 from .images import read_image
 from .metrics import psnr
@@ -45,7 +46,7 @@ def _y_psnr(a: np.ndarray, b: np.ndarray, scale: int) -> float:
     return psnr(ya, yb, shave=scale)
 
 
-def compare_figure(path: Path, scale: int, model: VDSR, out: Path) -> dict:
+def compare_figure(path: Path, scale: int, model: VDSR | SelfEnsemble, out: Path) -> dict:
     """HR -> LR (exact bicubic, all channels) -> bicubic and VDSR, beside the ground truth.
 
     The zoomed crop is the window where VDSR and bicubic differ most. PSNR is the protocol's
@@ -70,7 +71,8 @@ def compare_figure(path: Path, scale: int, model: VDSR, out: Path) -> dict:
     integral = np.pad(diff.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     sums = integral[k:, k:] - integral[:-k, k:] - integral[k:, :-k] + integral[:-k, :-k]
     y0, x0 = np.unravel_index(np.argmax(sums), sums.shape)
-    panels = [(bic, f"bicubic  {p_bic:.2f} dB"), (sr, f"VDSR  {p_sr:.2f} dB"), (hr, "ground truth")]
+    name = "VDSR+" if isinstance(model, SelfEnsemble) else "VDSR"  # + : the self-ensemble
+    panels = [(bic, f"bicubic  {p_bic:.2f} dB"), (sr, f"{name}  {p_sr:.2f} dB"), (hr, "ground truth")]
     cmap = "gray" if hr.ndim == 2 else None
     fig, axes = plt.subplots(2, 3, figsize=(12, 9.0), layout="constrained")
     for (img, title), top, bottom in zip(panels, axes[0], axes[1]):
