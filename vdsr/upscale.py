@@ -249,7 +249,8 @@ def upscale(
 ) -> Image.Image | np.ndarray:
     """Upscale a PIL image or a numpy array (uint8/uint16, H x W or H x W x 3/4) with VDSR.
 
-    ``model`` defaults to :func:`load_pretrained`; ``bicubic=True`` skips the network (the
+    ``model`` defaults to :func:`load_pretrained` (wrap it in :class:`vdsr.ensemble.SelfEnsemble`
+    for the 8-symmetry average); ``bicubic=True`` skips the network (the
     MATLAB-exact bicubic baseline). Returns the same kind (PIL in, PIL out; an array of the same
     dtype and channel count). Greyscale stays greyscale; alpha is upscaled bicubically and kept;
     16-bit greyscale stays 16-bit.
