@@ -19,13 +19,7 @@ from vdsr.ensemble import SYMMETRIES, SelfEnsemble, dihedral, undo_dihedral
 from vdsr.model import VDSR
 from vdsr.upscale import upscale_planes
 
-
-def random_model(depth=4, channels=8, seed=0) -> VDSR:
-    torch.manual_seed(seed)
-    m = VDSR(depth, channels)
-    for c in m.layers:
-        torch.nn.init.normal_(c.bias, 0, 0.05)
-    return m.eval()
+from test_upscale import random_model  # the small random VDSR of the upscale tests
 
 
 def numpy_symmetry(a: np.ndarray, k: int) -> np.ndarray:

@@ -215,8 +215,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.self_ensemble:
         model = SelfEnsemble(model)
     info = compare_figure(Path(args.image), int(args.scale), model, Path(args.output))
-    name = "VDSR+" if args.self_ensemble else "VDSR"
-    print(f"wrote {args.output}: bicubic {info['bicubic_psnr']:.2f} dB, {name} {info['vdsr_psnr']:.2f} dB (Y, x{args.scale})")
+    print(f"wrote {args.output}: bicubic {info['bicubic_psnr']:.2f} dB, {info['method']} {info['vdsr_psnr']:.2f} dB (Y, x{args.scale})")
     return 0
 
 

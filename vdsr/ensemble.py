@@ -22,20 +22,23 @@ __all__ = ["SYMMETRIES", "dihedral", "undo_dihedral", "SelfEnsemble"]
 SYMMETRIES = 8
 
 
+def _check_symmetry(k: int) -> None:
+    if not 0 <= k < SYMMETRIES:
+        raise ValueError(f"symmetry {k} is not in 0..{SYMMETRIES - 1}")
+
+
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """Symmetry ``k`` (0..7) of the last two dims of ``x`` (``... x H x W``): a rotation by
     ``k % 4`` quarter turns, then a left-right mirror when ``k >= 4``. ``k = 0`` is ``x`` itself;
     odd rotations swap H and W."""
-    if not 0 <= k < SYMMETRIES:
-        raise ValueError(f"symmetry {k} is not in 0..{SYMMETRIES - 1}")
+    _check_symmetry(k)
     y = torch.rot90(x, k % 4, dims=(-2, -1))
     return y.flip(-1) if k >= 4 else y
 
 
 def undo_dihedral(y: torch.Tensor, k: int) -> torch.Tensor:
     """The inverse of :func:`dihedral`: ``undo_dihedral(dihedral(x, k), k)`` equals ``x``."""
-    if not 0 <= k < SYMMETRIES:
-        raise ValueError(f"symmetry {k} is not in 0..{SYMMETRIES - 1}")
+    _check_symmetry(k)
     if k >= 4:
         y = y.flip(-1)
     return torch.rot90(y, -(k % 4), dims=(-2, -1))
@@ -46,7 +49,7 @@ class SelfEnsemble(nn.Module):
 
     Takes and returns what ``model`` does: ``N x C x H x W`` (here the bicubic luma, float32 on
     [0, 1], any memory format); each symmetry's input is made channels_last-contiguous, as the
-    fused kernels want it. The sum is kept in float32 (float64 if the model returns float64),
+    fused kernels want it. The mean is taken in float32 (float64 if the model returns float64),
     so a bfloat16 model under autocast is averaged without further rounding; the result has the
     model's output dtype. ``depth`` and the parameters are the wrapped model's, so it can stand
     wherever a :class:`vdsr.model.VDSR` is used for inference (``vdsr.upscale``, ``vdsr_method``).
@@ -58,13 +61,7 @@ class SelfEnsemble(nn.Module):
         self.depth = getattr(model, "depth", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for k in range(SYMMETRIES):
-            xk = dihedral(x, k).contiguous(memory_format=torch.channels_last)
-            yk = undo_dihedral(self.model(xk), k)
-            if total is None:
-                out_dtype = yk.dtype
-                total = yk.to(torch.promote_types(yk.dtype, torch.float32)).clone()
-            else:
-                total += yk
-        return (total / SYMMETRIES).to(out_dtype)
+        # the outputs have one channel: keeping all 8 costs little beside the hidden activations
+        outs = [undo_dihedral(self.model(dihedral(x, k).contiguous(memory_format=torch.channels_last)), k) for k in range(SYMMETRIES)]
+        wide = torch.promote_types(outs[0].dtype, torch.float32)
+        return torch.stack(outs).to(wide).mean(0).to(outs[0].dtype)

@@ -50,7 +50,8 @@ def compare_figure(path: Path, scale: int, model: VDSR | SelfEnsemble, out: Path
     """HR -> LR (exact bicubic, all channels) -> bicubic and VDSR, beside the ground truth.
 
     The zoomed crop is the window where VDSR and bicubic differ most. PSNR is the protocol's
-    (Y, shave = scale). Writes a PNG; returns the two PSNRs."""
+    (Y, shave = scale). Writes a PNG; returns the two PSNRs and the method's name
+    ("VDSR", or "VDSR+" for a :class:`vdsr.ensemble.SelfEnsemble`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,4 +89,4 @@ def compare_figure(path: Path, scale: int, model: VDSR | SelfEnsemble, out: Path
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    return {"bicubic_psnr": p_bic, "vdsr_psnr": p_sr, "crop": (int(y0), int(x0), k)}
+    return {"bicubic_psnr": p_bic, "vdsr_psnr": p_sr, "method": name, "crop": (int(y0), int(x0), k)}
