@@ -87,6 +87,7 @@ def main() -> None:
                 "patches_per_s": round(args.batch_size / per_batch, 1),
                 "ms_per_batch": round(per_batch * 1e3, 3),
                 "device": args.device,
+                "gpu": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None,
                 "batch_size": args.batch_size,
                 "scales": args.scales,
                 "rotate": args.rotate,

@@ -1,14 +1,15 @@
 """Did a run that started from weights beat them? Both evaluated as `vdsr eval` does, side by side.
 
     python launch/cycle_report.py RUN_DIR --json benchmarks/NAME-<device>.json
-        [--data ../shared/data/Set5 ../shared/data/Set14] [--scales 2 3 4]
+        [--data ../shared/data/Set5 ../shared/data/Set14] [--scales 2 3 4] [--ema]
 
 ``RUN_DIR`` is a finished run of ``launch/train.py`` that started from ``init_weights`` (a warm
 restart, a fine-tuning; e.g. ``--config warm-restart`` or ``--config adam-finetune``). Its
 ``config.json`` names the weights file and the sha256 it had when the run started; its
 ``summary.json`` and ``history.json`` give the steps, the time and the validation curve.
 
-Both models (the run's ``model.safetensors`` and the file it started from) are evaluated with
+Both models (the run's ``model.safetensors``, or with ``--ema`` the moving average of its weights,
+``model_ema.safetensors``, and the file it started from) are evaluated with
 `vdsr eval`'s code in float32. Prints a table; writes JSON (the schedule, steps, patch-steps,
 training seconds, the validation curve, both evaluations, run minus start per cell, whether the
 run is better in every cell, and the run minus the best public VDSR-20 of each cell: the
@@ -50,12 +51,15 @@ SCHEDULE_KEYS = ("optimizer", "lr", "lr_step_epochs", "lr_gamma", "epochs", "pat
                  "clip", "clip_theta", "weight_decay", "seed", "bf16")  # fmt: skip
 
 
-def read_run(run: Path) -> tuple[dict, dict, dict, Path]:
-    """config, summary, history of a finished warm-started run, and the weights it started from."""
+def read_run(run: Path, weights: str = "model.safetensors") -> tuple[dict, dict, dict, Path]:
+    """config, summary, history of a finished warm-started run, and the weights it started from;
+    ``weights``: the run's file to be compared (``model.safetensors`` or ``model_ema.safetensors``)."""
     for name in ("config.json", "summary.json", "history.json", "model.safetensors"):
         if not (run / name).is_file():
             raise InputError(f"{run / name}: missing (not a finished run of launch/train.py)")
     config = json.loads((run / "config.json").read_text())
+    if not (run / weights).is_file():
+        raise InputError(f"{run / weights}: missing (the run kept no moving average of its weights: ema_decay {config.get('ema_decay')})")
     if not config.get("init_weights"):
         raise InputError(f"{run / 'config.json'}: the run did not start from weights (init_weights is empty)")
     init = Path(config["init_weights"])  # as given: from the working directory, else the repository
@@ -138,17 +142,20 @@ def main(argv=None) -> int:
     ap.add_argument("--json", required=True, help="where to write the record (and its .png)")
     ap.add_argument("--data", nargs="+", default=[str(REPO.parent / "shared" / "data" / n) for n in ("Set5", "Set14")])
     ap.add_argument("--scales", nargs="+", type=number(int, 2, 16), default=[2, 3, 4])
+    ap.add_argument("--ema", action="store_true",
+                    help="compare the moving average of the run's weights (model_ema.safetensors; ema_decay > 0) with its start")
     args = ap.parse_args(argv)
     ap.check_output(args.json)
     run = Path(args.run)
+    weights = "model_ema.safetensors" if args.ema else "model.safetensors"
     try:
-        config, summary, history, init = read_run(run)
+        config, summary, history, init = read_run(run, weights)
         datasets = [open_dataset(d) for d in args.data]
         scales = check_scales(args.scales)
     except InputError as e:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    end = psnr(load_pretrained(run, device), datasets, scales, device)
+    end = psnr(load_pretrained(run / weights, device), datasets, scales, device)
     start = psnr(load_pretrained(init, device), datasets, scales, device)
     gain, goal = diff(end, start), best_public()
     better = all(v > 0 for by in gain.values() for v in by.values())
@@ -159,13 +166,14 @@ def main(argv=None) -> int:
     json_path = Path(args.json)
     label = json_path.stem.removesuffix("-vs-start")  # the record's name says which run (a run folder is often just "run")
     write_json(json_path, {
-        "what": f"{label} ({run}): a run started from {config['init_weights']}; vdsr eval (float32) of its end against its start",
-        "command": f"python launch/train.py --output-dir {run} ...; python launch/cycle_report.py {run} --json {args.json}",
+        "what": f"{label} ({run}): a run started from {config['init_weights']}; vdsr eval (float32) of its end ({weights}) against its start",
+        "command": f"python launch/train.py --output-dir {run} ...; python launch/cycle_report.py {run} --json {args.json}{' --ema' * args.ema}",
+        "weights": weights,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "init_weights": config["init_weights"], "init_sha256": config["init_sha256"],
         "schedule": {k: config.get(k) for k in SCHEDULE_KEYS},
-        "steps": summary["steps"], "patch_steps": summary["patches_seen"],
+        "steps": summary["steps"], "patch_steps": summary["patches_seen"], "stopped_early": summary.get("stopped_early"),
         "training_seconds": summary["seconds"], "patches_per_s": summary["patches_per_s"],
         "validation": history["val"],
         "eval_run_end": end, "eval_start": start, "run_minus_start": gain, "better_in_every_cell": better,

@@ -308,6 +308,22 @@ def test_cycle_report_compares_a_warm_started_run_with_its_start(tiny, tmp_path,
     assert got["steps"] == 3 and got["schedule"]["optimizer"] == "sgd" and got["init_weights"] == str(init)
     assert got["best_public"]["Set5"]["2"] == 37.57 and got["run_minus_best_public"] == {}  # no Set5 here
     assert record.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert got["weights"] == "model.safetensors" and got["stopped_early"] is None
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # --ema of a run that kept no moving average
+        cycle_report.main([str(run), "--json", str(tmp_path / "x.json"), "--data", str(val), "--ema"])
+    assert "model_ema.safetensors: missing (the run kept no moving average" in capsys.readouterr().err
+    averaged = tmp_path / "averaged"
+    argv = ["--config", str(tiny), "--output-dir", str(averaged), "--max-steps", "3", "--init-weights", str(init), "--set", "ema_decay=0.5"]
+    assert run_main(argv) == 0
+    ema_record = tmp_path / "ema.json"
+    assert cycle_report.main([str(averaged), "--json", str(ema_record), "--data", str(val), "--scales", "2", "--ema"]) == 0
+    got = json.loads(ema_record.read_text())
+    direct = evaluate([open_dataset(val)], [2], vdsr_method(load_pretrained(averaged / "model_ema.safetensors")), "vdsr").summary()
+    assert got["weights"] == "model_ema.safetensors" and got["command"].endswith(" --ema")
+    assert got["eval_run_end"] == {"val": {s: r["psnr"] for s, r in direct["val"].items()}}
+    raw = evaluate([open_dataset(val)], [2], vdsr_method(load_pretrained(averaged)), "vdsr").summary()
+    assert got["eval_run_end"]["val"]["2"] != raw["val"]["2"]["psnr"]  # the average, not the raw weights
     capsys.readouterr()
     save_weights(init, VDSR(depth=4, channels=8))  # the start file replaced since: refused
     with pytest.raises(SystemExit):
