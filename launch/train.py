@@ -679,6 +679,7 @@ def main(argv=None) -> int:
                              f"this recipe says {cfg.optimizer} (--init-weights starts a new run from its weights)")  # fmt: skip
         accelerator.load_state(str(resume_from))
         state = saved
+        state.pop("stopped_early", None)  # how the earlier process ended; this one says its own
         log.info("resumed from %s (step %d)", resume_from, state["step"])
     init_sha256 = state.get("init_sha256")  # of the file the run started from, whatever it holds now
     ema = None  # the weights' moving average (ema_decay > 0): validated beside them, saved as model_ema

@@ -180,6 +180,9 @@ def test_max_minutes_counts_this_process_only(tiny, tmp_path):
                      "--set", "max_minutes=0"]) == 0  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["stopped_early"] == "max_minutes at step 12 of 20", summary
+    assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "14", "--resume"]) == 0
+    summary = json.loads((out / "summary.json").read_text())  # resumed from that early stop, run to its end
+    assert summary["steps"] == 14 and summary["stopped_early"] is None, summary
 
 
 def test_ema_is_the_moving_average_and_resumes_exactly(tiny, tmp_path, deterministic):
