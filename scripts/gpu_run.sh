@@ -8,7 +8,7 @@
 #                           [--resume CHECKPOINT_DIR]   (continue a run from an earlier call,
 #                                                         or a CPU run's committed checkpoint)
 #                           [--deadline SECONDS]  (the whole script ends inside this: train gets
-#                                                  what the parts before it left, less 130 s)
+#                                                  what the parts before it left, less 75 s)
 #                           [--anneal]  (fit the recipe's lr decay into the train minutes at the
 #                                        rate bench_train measured: scripts/plan_anneal.py)
 #                           [--bench-precisions "bf16 tf32"]
@@ -171,9 +171,12 @@ quick_bench() {  # --quick-bench: bench_train and bench_data, short; ARGS: bench
 }
 TRAIN_GRAPH=()  # cuda_graph=true once graph_check passed
 
-train_minutes() {  # --train-minutes, cut to what --deadline leaves (its start-up and save, eval and the summary keep 130 s)
+# What --deadline keeps back from training: train.py's start-up and final save, the evals, the
+# pack and the summary. On the H200 (2026-11-28) they took 14 + 10 + 1 s; 75 s leaves 50 spare.
+RESERVE_S=75
+train_minutes() {  # --train-minutes, cut to what --deadline leaves (less RESERVE_S)
     if [[ $DEADLINE == 0 ]]; then echo "${TRAIN_MIN:-1.5}"; return; fi
-    "$PY" -c "import sys; left = ($DEADLINE - ($(date +%s) - $T_START) - 130) / 60
+    "$PY" -c "import sys; left = ($DEADLINE - ($(date +%s) - $T_START) - $RESERVE_S) / 60
 print(round(min(${TRAIN_MIN:-1e9}, left), 2) if left >= 0.5 else sys.exit('gpu_run: --deadline leaves under 0.5 min to train'))"
 }
 skip_training() {  # --deadline left too little: the summary says so, and the script fails
