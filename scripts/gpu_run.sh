@@ -209,13 +209,18 @@ if [[ $DRY == 1 ]]; then
         part bench_train 300 "$PY" launch/bench_train.py --depth 4 --steps 3 --batch-sizes 8 --precisions bf16 --log-every 2 \
             --config paper --data "$DATA/T91" --loader device --json "$BENCH_JSON"
     fi
-    TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001)
+    # (init_weights=null: a warm-start recipe's 64-channel weights do not fit the toy model)
+    TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001 init_weights=null)
+    TOY_STEPS=6  # a resumed dry run trains 6 steps more than its checkpoint
+    if [[ ${#RESUME[@]} -gt 0 ]]; then
+        TOY_STEPS=$(( 6 + $("$PY" -c "import json, sys; print(json.load(open(sys.argv[1] + '/train_state.json'))['step'])" "${RESUME[1]}") ))
+    fi
     quick_bench --depth 4 --steps 3 --log-every 2 --batch-sizes 8
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}" "${TRAIN_SET[@]}"); fi
         part train 300 "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" --val-data "$DATA/Set5" \
-            --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps 6 "${RESUME[@]}" \
+            --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps "$TOY_STEPS" "${RESUME[@]}" \
             --set "${TOY[@]}" "${TRAIN_SET[@]}" "${TRAIN_GRAPH[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
             --json "$OUTDIR/run/eval.json" --device cpu

@@ -69,6 +69,33 @@ def test_gpu_run_train_only_packs_for_the_device_tool(shared_data, tmp_path):
     assert f"{last}/model.safetensors" in names and f"{last}/ema.safetensors" in names
 
 
+def test_gpu_run_two_calls_of_a_warm_start_recipe(shared_data, tmp_path):
+    """The plan for a loan (benchmarks/README.md): a first call of paper-long-cycle2 (a recipe
+    that starts from weights), then a second that resumes the first's last checkpoint with the
+    graph asked for directly. In the dry run the toy model leaves the recipe's weights out."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    gpu_run = ["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--data", str(shared_data), "--train-only",
+               "--recipe", "paper-long-cycle2"]  # fmt: skip
+    first = tmp_path / "g"
+    proc = subprocess.run([*gpu_run, "--out", str(first), "--pack", str(tmp_path / "p1"), "--cuda-graph", "--deadline", "1500"],
+                          capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    config = json.loads((first / "run" / "config.json").read_text())
+    assert (config["init_weights"], config["seed"], config["lr_step_epochs"], config["cuda_graph"]) == (None, 7, 100, True)
+    last = sorted((first / "run" / "checkpoints").glob("step-*"))[-1]
+    second = tmp_path / "g2"
+    proc = subprocess.run([*gpu_run, "--out", str(second), "--pack", str(tmp_path / "p2"), "--train-minutes", "1",
+                           "--train-set", "cuda_graph=true", "--resume", str(last)],
+                          capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    parts = [line.split()[:2] for line in (second / "summary.txt").read_text().splitlines()]
+    assert parts == [[p, "ok"] for p in ("install", "train", "eval", "eval_ema", "pack")]
+    step = json.loads((last / "train_state.json").read_text())["step"]
+    assert f"resumed from {last} (step {step})" in (second / "logs" / "train.log").read_text()
+    assert json.loads((second / "run" / "summary.json").read_text())["steps"] == step + 6  # it went on
+    assert (tmp_path / "p2" / "checkpoint.tgz").is_file()
+
+
 def test_gpu_run_quick_bench_measures_the_rate_for_the_plan(shared_data, tmp_path):
     """--train-only --quick-bench: bench_train and bench_data (the device stream, 1 and 8 batches
     at a time) before training, and --anneal plans with the rate bench_train measured."""
