@@ -213,7 +213,7 @@ if [[ $DRY == 1 ]]; then
     TOY=(channels=8 batch_size=8 patches_per_epoch=32 log_every=2 checkpoint_minutes=0.001 init_weights=null)
     TOY_STEPS=6  # a resumed dry run trains 6 steps more than its checkpoint
     if [[ ${#RESUME[@]} -gt 0 ]]; then
-        TOY_STEPS=$(( 6 + $("$PY" -c "import json, sys; print(json.load(open(sys.argv[1] + '/train_state.json'))['step'])" "${RESUME[1]}") ))
+        TOY_STEPS=$(( 6 + $("$PY" -c "import json, sys; print(json.load(open(sys.argv[1] + '/train_state.json'))['step'])" "${RESUME[1]}" 2>/dev/null || echo 0) ))  # (no train_state.json: train.py says so)
     fi
     quick_bench --depth 4 --steps 3 --log-every 2 --batch-sizes 8
     if TMIN=$(train_minutes); then
