@@ -30,14 +30,17 @@ __all__ = ["main"]
 _device = check_device
 
 
-def _load_model(checkpoint: str | None, device: torch.device, backend: str = "torch"):
+def _load_model(checkpoint: str | None, device: torch.device, backend: str = "torch", self_ensemble: bool = False):
+    """The weights for inference; ``self_ensemble``: wrapped in :class:`vdsr.ensemble.SelfEnsemble`."""
+    from .ensemble import SelfEnsemble
     from .upscale import load_pretrained
 
     if backend == "triton" and device.type == "cpu" and "vdsr_kernels.conv" not in sys.modules:
         # Triton runs on the CPU only in its interpreter, which must be chosen before import.
         os.environ.setdefault("TRITON_INTERPRET", "1")
         warnings.warn("--backend triton on the CPU runs the Triton interpreter: correct but slow")
-    return load_pretrained(checkpoint, device, backend)
+    model = load_pretrained(checkpoint, device, backend)
+    return SelfEnsemble(model) if self_ensemble else model
 
 
 def _warn_slow_bf16(bf16: bool, device: torch.device) -> None:
@@ -51,7 +54,6 @@ def _warn_slow_bf16(bf16: bool, device: torch.device) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .atomic import write_json
     from .demo import demo_files
-    from .ensemble import SelfEnsemble
     from .evaluate import Dataset, check_scales, evaluate, open_dataset, vdsr_method
 
     scales = check_scales(args.scales)
@@ -74,10 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("no --data given: evaluating the scikit-image sample photos", file=sys.stderr)
     method = None
     if args.method == "vdsr":
-        model = _load_model(args.checkpoint, device, args.backend)
+        model = _load_model(args.checkpoint, device, args.backend, args.self_ensemble)
         _warn_slow_bf16(args.bf16, device)
-        if args.self_ensemble:
-            model = SelfEnsemble(model)
         method = vdsr_method(model, bf16=args.bf16)
     report = evaluate(
         datasets,
@@ -144,7 +144,6 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from .ensemble import SelfEnsemble
     from .resize import output_size
     from .upscale import default_tile, upscale_file
 
@@ -164,10 +163,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         sizes.append(px)
         largest = max(largest, px)
     _check_output_memory(largest, args.scale)
-    model = _load_model(args.checkpoint, device, args.backend)
+    model = _load_model(args.checkpoint, device, args.backend, args.self_ensemble)
     _warn_slow_bf16(args.bf16, device)
-    if args.self_ensemble:
-        model = SelfEnsemble(model)
     tile = args.tile or default_tile(device)
     failed = []
     bar = tqdm(total=sum(sizes) / 1e6, unit="MP", desc="upscale", disable=None, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}, {rate_fmt}] {postfix}")
@@ -202,7 +199,6 @@ def _check_output_memory(pixels: int, scale: float) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .ensemble import SelfEnsemble
     from .figures import check_compare_image, compare_figure
 
     device = _device(args.device)
@@ -211,9 +207,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InputError(f"-o {out}: the figure is a PNG; give a .png file name")
     check_writable(out)
     check_compare_image(Path(args.image), args.scale)
-    model = _load_model(args.checkpoint, device)
-    if args.self_ensemble:
-        model = SelfEnsemble(model)
+    model = _load_model(args.checkpoint, device, self_ensemble=args.self_ensemble)
     info = compare_figure(Path(args.image), int(args.scale), model, Path(args.output))
     print(f"wrote {args.output}: bicubic {info['bicubic_psnr']:.2f} dB, {info['method']} {info['vdsr_psnr']:.2f} dB (Y, x{args.scale})")
     return 0
