@@ -62,6 +62,7 @@ __all__ = [
     "PRECISIONS",
     "PARITY_TOLERANCE",
     "pack_weight",
+    "pack_dgrad_weight",
     "conv3x3",
     "conv3x3_reference",
     "default_precision",
@@ -240,13 +241,23 @@ def _load_a(x_ptr, src, valid, k0, CIN: tl.constexpr, BLOCK_K: tl.constexpr, EVE
 
 
 @triton.jit
-def _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT: tl.constexpr, RELU: tl.constexpr, ROUND_BF16: tl.constexpr):
-    """The fused epilogue: + bias (float32), ReLU, store the NHWC tile in the output's dtype."""
-    acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-    out = out_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
-    tl.store(out, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+def _bias_relu_store(
+    acc, b_ptr, out_ptr, mask_ptr, offs_m, m_mask, offs_n, n_mask,
+    COUT: tl.constexpr, RELU: tl.constexpr, DGRAD: tl.constexpr, ROUND_BF16: tl.constexpr,
+):  # fmt: skip
+    """The fused epilogue, storing the NHWC tile in the output's dtype. Forward: + bias
+    (float32), ReLU. ``DGRAD`` (an input gradient): no bias; zero where the saved activation
+    at ``mask_ptr`` (same NHWC shape) is not > 0: the ReLU backward of the layer below."""
+    offs = offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
+    tile_mask = m_mask[:, None] & n_mask[None, :]
+    if DGRAD:
+        saved = tl.load(mask_ptr + offs, mask=tile_mask, other=0.0)
+        acc = tl.where(saved > 0, acc, 0.0)
+    else:
+        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        if RELU:
+            acc = tl.maximum(acc, 0.0)
+    tl.store(out_ptr + offs, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=tile_mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,9 +266,9 @@ def _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT: 
 @triton.autotune(configs=first_configs(), key=["M_LOG2", "COUT"], prune_configs_by={"early_config_prune": _first_only})
 @triton.jit
 def _conv_first_kernel(
-    x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, M_LOG2,
-    COUT: tl.constexpr, COUT_P: tl.constexpr, RELU: tl.constexpr, ROUND_BF16: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    x_ptr, w_ptr, b_ptr, out_ptr, mask_ptr, M, H, W, M_LOG2,
+    COUT: tl.constexpr, COUT_P: tl.constexpr, RELU: tl.constexpr, DGRAD: tl.constexpr,
+    ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """Cin = 1: nine rank-1 updates, unrolled (``BLOCK_K`` is unused: the configs share a shape)."""
     offs_m, h_, w_, m_mask = _pixel_coords(tl.program_id(0), M, H, W, BLOCK_M)
@@ -269,7 +280,7 @@ def _conv_first_kernel(
         a = tl.load(x_ptr + src, mask=valid, other=0.0).to(tl.float32)
         wrow = tl.load(w_ptr + tap * COUT + offs_n, mask=n_mask, other=0.0).to(tl.float32)
         acc += a[:, None] * wrow[None, :]
-    _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, ROUND_BF16)
+    _bias_relu_store(acc, b_ptr, out_ptr, mask_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, DGRAD, ROUND_BF16)
 
 
 @triton.autotune(
@@ -279,9 +290,9 @@ def _conv_first_kernel(
 )
 @triton.jit
 def _conv_mid_kernel(
-    x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, M_LOG2,
+    x_ptr, w_ptr, b_ptr, out_ptr, mask_ptr, M, H, W, M_LOG2,
     CIN: tl.constexpr, COUT: tl.constexpr, CIN_P: tl.constexpr, COUT_P: tl.constexpr,
-    RELU: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, EMULATE_TF32: tl.constexpr,
+    RELU: tl.constexpr, DGRAD: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, EMULATE_TF32: tl.constexpr,
     ROUND_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """Cin, Cout >= 16: ``acc[BLOCK_M, COUT] += A_k @ B_k`` over the 9 * CIN_P / BK K steps.
@@ -320,7 +331,7 @@ def _conv_mid_kernel(
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = _dot(a, b, acc, PRECISION, EMULATE_TF32)
-    _bias_relu_store(acc, b_ptr, out_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, ROUND_BF16)
+    _bias_relu_store(acc, b_ptr, out_ptr, mask_ptr, offs_m, m_mask, offs_n, n_mask, COUT, RELU, DGRAD, ROUND_BF16)
 
 
 @triton.autotune(configs=last_configs(), key=["M_LOG2", "CIN"], prune_configs_by={"early_config_prune": _first_only})
@@ -381,15 +392,15 @@ def _compiled_precision(dtype: torch.dtype, precision: str) -> str:
     return "tf32x3" if precision == "ieee" and not INTERPRET else precision
 
 
-def first_meta(cout: int, relu: bool, out_dtype: torch.dtype) -> dict:
+def first_meta(cout: int, relu: bool, out_dtype: torch.dtype, dgrad: bool = False) -> dict:
     """Constexpr arguments of ``_conv_first_kernel``."""
-    return dict(COUT=cout, COUT_P=_p2(cout), RELU=relu, ROUND_BF16=_round_bf16(out_dtype))
+    return dict(COUT=cout, COUT_P=_p2(cout), RELU=relu and not dgrad, DGRAD=dgrad, ROUND_BF16=_round_bf16(out_dtype))
 
 
-def mid_meta(cin: int, cout: int, relu: bool, dtype: torch.dtype, precision: str) -> dict:
+def mid_meta(cin: int, cout: int, relu: bool, dtype: torch.dtype, precision: str, dgrad: bool = False) -> dict:
     """Constexpr arguments of ``_conv_mid_kernel`` (the tile comes from the autotuner)."""
     return dict(
-        CIN=cin, COUT=cout, CIN_P=_p2(cin), COUT_P=_p2(cout), RELU=relu,
+        CIN=cin, COUT=cout, CIN_P=_p2(cin), COUT_P=_p2(cout), RELU=relu and not dgrad, DGRAD=dgrad,
         PRECISION=_compiled_precision(dtype, precision),
         UPCAST=INTERPRET and dtype in (torch.bfloat16, torch.float16),
         EMULATE_TF32=INTERPRET, ROUND_BF16=_round_bf16(dtype),
@@ -401,14 +412,24 @@ def last_meta(cin: int, residual: bool, out_dtype: torch.dtype) -> dict:
     return dict(CIN=cin, CIN_P=_p2(cin), RESIDUAL=residual, ROUND_BF16=_round_bf16(out_dtype))
 
 
+def pack_dgrad_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The input gradient of a 3x3 conv is a 3x3 conv of the output gradient with the kernel
+    flipped and its channels swapped: ``Cout x Cin x 3 x 3`` -> packed ``3 x 3 x Cout x Cin``
+    (``[kh, kw, co, ci] = weight[co, ci, 2 - kh, 2 - kw]``), contiguous, in ``dtype``."""
+    if weight.shape[-2:] != (3, 3):
+        raise ValueError(f"expected 3x3 conv weights, got {tuple(weight.shape)}")
+    return weight.detach().flip(2, 3).permute(2, 3, 0, 1).to(dtype or weight.dtype).contiguous()
+
+
 def conv3x3(
     x: torch.Tensor,
     w_packed: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     relu: bool = True,
     residual: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     precision: str = "ieee",
+    relu_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One fused 3x3 conv layer on NHWC activations.
 
@@ -416,12 +437,16 @@ def conv3x3(
         x: ``N x H x W x Cin`` contiguous, in the weights' dtype; for Cin = 1 any contiguous
             ``N x 1 x H x W`` float tensor (read in its own dtype, math in float32).
         w_packed: ``3 x 3 x Cin x Cout`` (:func:`pack_weight`); its dtype is the compute dtype.
-        bias: ``Cout`` (any float dtype; added in float32).
+        bias: ``Cout`` (any float dtype; added in float32); None only with ``relu_mask``.
         relu: apply ReLU (ignored when Cout = 1).
         residual: for Cout = 1: ``N x 1 x H x W`` added to the output (``x + conv(h)``).
         out: optional preallocated output (``N x H x W x Cout``; ``N x 1 x H x W`` when Cout = 1).
         precision: ``"ieee"``, ``"tf32x3"`` or ``"tf32"`` for float32 weights (module
             docstring); ignored for bf16/fp16.
+        relu_mask: the input-gradient mode (Cout > 1): ``x`` is an output gradient, the weights
+            come from :func:`pack_dgrad_weight`, no bias, no ReLU, and the result is zeroed
+            where ``relu_mask`` (the saved ``N x H x W x Cout`` post-ReLU activation of the layer
+            below, contiguous, the output's dtype) is not > 0: the ReLU backward, fused.
 
     Returns:
         ``N x H x W x Cout`` in the weights' dtype (Cout > 1), or ``N x 1 x H x W`` (Cout = 1)
@@ -435,6 +460,18 @@ def conv3x3(
         raise ValueError(f"conv3x3: x has {x.shape[3]} channels, weights expect {cin}")
     if cin > 1 and w_packed.dtype != x.dtype:
         raise ValueError(f"conv3x3: weights are {w_packed.dtype}, activations {x.dtype}")
+    dgrad = relu_mask is not None
+    if dgrad:
+        if cout == 1:
+            raise ValueError("conv3x3: relu_mask needs Cout > 1 (the masked layer's channels)")
+        if relu_mask.shape != (n, h, w, cout) or not relu_mask.is_contiguous() or relu_mask.dtype != w_packed.dtype:
+            raise ValueError(
+                f"conv3x3: relu_mask must be contiguous {(n, h, w, cout)} {w_packed.dtype}, "
+                f"got {tuple(relu_mask.shape)} {relu_mask.dtype}"
+            )
+        bias = w_packed  # unread: a valid pointer for the kernel's bias argument
+    elif bias is None:
+        raise ValueError("conv3x3: bias is required (None only with relu_mask)")
     m = n * h * w
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]),)  # noqa: E731
     if cout == 1:
@@ -450,11 +487,14 @@ def conv3x3(
         return out
     if out is None:
         out = torch.empty(n, h, w, cout, dtype=w_packed.dtype, device=x.device)
+    mask = relu_mask if dgrad else out  # unread unless dgrad
     if cin == 1:
-        _conv_first_kernel[grid](x, w_packed, bias, out, m, h, w, m.bit_length(), **first_meta(cout, relu, out.dtype))
+        _conv_first_kernel[grid](
+            x, w_packed, bias, out, mask, m, h, w, m.bit_length(), **first_meta(cout, relu, out.dtype, dgrad)
+        )
         return out
     _conv_mid_kernel[grid](
-        x, w_packed, bias, out, m, h, w, m.bit_length(), **mid_meta(cin, cout, relu, w_packed.dtype, precision)
+        x, w_packed, bias, out, mask, m, h, w, m.bit_length(), **mid_meta(cin, cout, relu, w_packed.dtype, precision, dgrad)
     )
     return out
 
@@ -472,16 +512,31 @@ def compile_specs(cin: int = 64, cout: int = 64) -> list[dict]:
         # the network input and the image output stay float32 whatever the stack's dtype
         specs.append(dict(
             kernel="conv_first", fn=_conv_first_kernel.fn, dtype=t,
-            pointers={"x_ptr": "fp32", "w_ptr": t, "b_ptr": "fp32", "out_ptr": t},
+            pointers={"x_ptr": "fp32", "w_ptr": t, "b_ptr": "fp32", "out_ptr": t, "mask_ptr": t},
             constexprs=first_meta(cout, True, dt), configs=first_configs(),
         ))  # fmt: skip
         precisions = ("tf32x3", "tf32") if dt == torch.float32 else ("ieee",)
         for p in precisions:
             specs.append(dict(
                 kernel="conv_mid", fn=_conv_mid_kernel.fn, dtype=t if dt != torch.float32 else p,
-                pointers={"x_ptr": t, "w_ptr": t, "b_ptr": "fp32", "out_ptr": t},
+                pointers={"x_ptr": t, "w_ptr": t, "b_ptr": "fp32", "out_ptr": t, "mask_ptr": t},
                 constexprs=mid_meta(cin, cout, True, dt, p), configs=mid_configs(dt, p),
             ))  # fmt: skip
+        # the training backward's input gradients (kernels/stack.py), in the dtypes training
+        # runs in: the output gradient of the last layer (Cout = 1) through the first kernel,
+        # the 64 -> 64 layers' through the mid kernel, both with the ReLU mask fused
+        if dt != torch.float16:
+            specs.append(dict(
+                kernel="conv_first_dgrad", fn=_conv_first_kernel.fn, dtype=t,
+                pointers={"x_ptr": t, "w_ptr": t, "b_ptr": t, "out_ptr": t, "mask_ptr": t},
+                constexprs=first_meta(cin, False, dt, dgrad=True), configs=first_configs(),
+            ))  # fmt: skip
+            for p in precisions:
+                specs.append(dict(
+                    kernel="conv_mid_dgrad", fn=_conv_mid_kernel.fn, dtype=t if dt != torch.float32 else p,
+                    pointers={"x_ptr": t, "w_ptr": t, "b_ptr": t, "out_ptr": t, "mask_ptr": t},
+                    constexprs=mid_meta(cout, cin, False, dt, p, dgrad=True), configs=mid_configs(dt, p),
+                ))  # fmt: skip
         specs.append(dict(
             kernel="conv_last", fn=_conv_last_kernel.fn, dtype=t,
             pointers={"x_ptr": t, "w_ptr": t, "b_ptr": "fp32", "res_ptr": "fp32", "out_ptr": "fp32"},

@@ -7,9 +7,13 @@ while the hidden layers run in the weights' dtype (bf16, fp16 or fp32); hidden a
 captured in a CUDA graph); the last layer adds the input and writes ``N x 1 x H x W``.
 
 Training (:class:`FusedVDSRFunction`): the forward runs the same kernels but keeps every hidden
-activation (as eager autograd would); the backward takes the ReLU mask from the saved outputs
-(``h > 0``) and the input and weight gradients from torch's convolution backward (cuDNN on a
-GPU), reading the NHWC activations as channels_last tensors without copies.
+activation (as eager autograd would). The backward, layer by layer from the top: the weight and
+bias gradients from torch's convolution backward (cuDNN on a GPU), reading the NHWC tensors as
+channels_last views without copies; the input gradient from the same Triton kernels, since it is
+a 3x3 conv of the output gradient with the kernel flipped and transposed
+(:func:`~vdsr_kernels.conv.pack_dgrad_weight`), with the ReLU backward of the layer below fused
+into its epilogue (zero where that layer's saved output is not > 0). The network input's
+gradient, needed only outside training, comes from torch's convolution backward.
 
 The plain PyTorch twin is :class:`vdsr.model.VDSR` with ``backend="torch"``.
 """
@@ -20,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from .conv import conv3x3, pack_weight
+from .conv import conv3x3, pack_dgrad_weight, pack_weight
 
 __all__ = ["vdsr_forward", "vdsr_forward_train", "FusedVDSRFunction", "pack_layers"]
 
@@ -91,7 +95,7 @@ class FusedVDSRFunction(torch.autograd.Function):
         out = conv3x3(cur, pack_weight(weights[-1], dtype), biases[-1].detach().float().contiguous(), residual=x)
         ctx.save_for_backward(x, *acts, *weights)
         ctx.param_dtypes = [p.dtype for p in params]
-        ctx.n_layers, ctx.dtype = len(weights), dtype
+        ctx.n_layers, ctx.dtype, ctx.precision = len(weights), dtype, precision
         return out
 
     @staticmethod
@@ -103,19 +107,20 @@ class FusedVDSRFunction(torch.autograd.Function):
         # layer inputs as NCHW views: the network input, then the NHWC activations (channels_last)
         inputs = [x.to(dtype)] + [a.permute(0, 3, 1, 2) for a in acts]
         grad_x = grad_out.to(x.dtype, copy=True) if ctx.needs_input_grad[0] else None  # the residual path
-        g = grad_out.to(dtype).contiguous()
+        g = grad_out.to(dtype).contiguous()  # N x 1 x H x W, then N x H x W x C (NHWC)
         grads: list[torch.Tensor | None] = [None] * (2 * n_layers)
         for i in range(n_layers - 1, -1, -1):
             w = weights[i].to(dtype)
-            need_input = i > 0 or ctx.needs_input_grad[0]
+            g_nchw = g if i == n_layers - 1 else g.permute(0, 3, 1, 2)
+            need_x = i == 0 and ctx.needs_input_grad[0]
             gi, gw, gb = torch.ops.aten.convolution_backward(
-                g, inputs[i], w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_input, True, True]
+                g_nchw, inputs[i], w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_x, True, True]
             )
             grads[2 * i] = gw.to(ctx.param_dtypes[2 * i])
             grads[2 * i + 1] = gb.to(ctx.param_dtypes[2 * i + 1])
-            if i > 0:
-                g = gi * (acts[i - 1].permute(0, 3, 1, 2) > 0)  # ReLU mask from the saved output
-            elif grad_x is not None:
+            if i > 0:  # the input gradient of layer i, times the ReLU mask of layer i - 1
+                g = conv3x3(g, pack_dgrad_weight(weights[i], dtype), None, relu_mask=acts[i - 1], precision=ctx.precision)
+            elif need_x:
                 grad_x = grad_x + gi.to(grad_x.dtype)
         return (grad_x, None, None, *grads)
 

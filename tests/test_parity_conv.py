@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import vdsr_kernels.conv as kconv
-from vdsr_kernels.conv import PARITY_TOLERANCE, conv3x3, conv3x3_reference, pack_weight
+from vdsr_kernels.conv import PARITY_TOLERANCE, conv3x3, conv3x3_reference, pack_dgrad_weight, pack_weight
 from vdsr_kernels.stack import pack_layers, vdsr_forward
 from vdsr.model import VDSR
 
@@ -97,6 +97,38 @@ def test_parity_conv_last_residual(dtype, precision, n, h, w):
     assert rel_err(bare, ref - x.double()) <= 2 * TOLERANCE[(dtype, precision)]
 
 
+def dgrad_reference(g_nchw: torch.Tensor, wt: torch.Tensor, act_nhwc: torch.Tensor) -> torch.Tensor:
+    """Float64: the input gradient of ``conv2d(., wt, padding=1)`` for output gradient ``g``,
+    zeroed where the saved activation is not > 0 (the ReLU backward below); NHWC."""
+    n, _, h, w = g_nchw.shape
+    gi = torch.nn.grad.conv2d_input((n, wt.shape[1], h, w), wt.double(), g_nchw.double(), padding=1)
+    return gi.permute(0, 2, 3, 1) * (act_nhwc.double() > 0)
+
+
+@pytest.mark.parametrize("dtype,precision", CASES, ids=IDS)
+@pytest.mark.parametrize("cout,cin", [(64, 64), (40, 24), (1, 64)], ids=["mid", "mid-ragged", "from-last"])
+def test_parity_conv_dgrad_with_fused_relu_mask(dtype, precision, cout, cin):
+    """The training backward's input gradient (``relu_mask``): the same kernels with the weights
+    flipped and transposed, the ReLU mask of the layer below in the epilogue, against float64
+    autograd. ``from-last``: the last layer's (Cout = 1) output gradient, through the first kernel."""
+    n, h, w = SHAPES[0]
+    wt, _ = layer(cin, cout)
+    g = torch.randn(n, cout, h, w, device=DEVICE)
+    act = torch.relu(torch.randn(n, h, w, cin, device=DEVICE)).to(dtype)  # about half of it zero
+    g_in = g.to(dtype) if cout == 1 else g.permute(0, 2, 3, 1).contiguous().to(dtype)
+    out = nan_like((n, h, w, cin), dtype)
+    conv3x3(g_in, pack_dgrad_weight(wt, dtype), None, relu_mask=act, out=out, precision=precision)
+    ref = dgrad_reference(g, wt, act)
+    assert not out.isnan().any()
+    assert ((out != 0) <= (act > 0)).all()  # zero wherever the layer below was not active
+    assert rel_err(out, ref) <= TOLERANCE[(dtype, precision)]
+    # a mask of the wrong shape or dtype, or no bias without a mask: a clear error
+    with pytest.raises(ValueError, match="relu_mask"):
+        conv3x3(g_in, pack_dgrad_weight(wt, dtype), None, relu_mask=act[:, :-1].contiguous())
+    with pytest.raises(ValueError, match="bias"):
+        conv3x3(g_in, pack_dgrad_weight(wt, dtype), None)
+
+
 def reference_model(depth=20, channels=64) -> VDSR:
     torch.manual_seed(7)
     m = VDSR(depth, channels)
@@ -173,7 +205,7 @@ def test_parity_training_gradients():
     exact = flat(g32)
     err_fused = ((flat(g_fused16) - exact).norm() / exact.norm()).item()
     err_eager = ((flat(g_eager16) - exact).norm() / exact.norm()).item()
-    assert err_fused <= 1.5 * err_eager + 1e-3, (err_fused, err_eager)  # measured 0.0120 vs 0.0128
+    assert err_fused <= 1.5 * err_eager + 1e-3, (err_fused, err_eager)  # measured 0.0053 vs 0.0070 (AVX2 CPU)
     for a, b in zip(g_fused16, g32):
         assert rel_err(a, b) <= 5e-2
 
