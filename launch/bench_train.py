@@ -5,7 +5,7 @@
         [--loader auto] [--json benchmarks/train-<device>.json]
 
 Side by side in one run, for every backend (``torch``: eager cuDNN; ``triton``: the fused
-forward) and precision (``bf16`` autocast; ``tf32``, float32 math on TF32 tensor cores, a GPU
+forward, and the input gradients through the same kernels) and precision (``bf16`` autocast; ``tf32``, float32 math on TF32 tensor cores, a GPU
 only; ``fp32`` on the CPU):
 
 1. the bare step: forward, the SSE loss, backward, adjustable clipping, SGD, on one fixed
@@ -18,7 +18,9 @@ only; ``fp32`` on the CPU):
 2. ``launch/train.py`` itself (data stream with LR synthesis, the step, the read-backs every
    ``log_every`` steps, progress bar, the final checkpoint; validation off; ``--cuda-graph``
    in the graphed rows) for ``max(--steps, --loop-steps)`` steps, its rate taken from the
-   training clock between the first read point past warm-up and the end.
+   training clock between the first read point past warm-up and the end. ``--no-loop`` skips
+   it (the loop fields are null): a quick race of the bare steps, as ``scripts/gpu_run.sh
+   --backend auto`` runs before training.
 
 On CUDA it also counts the host synchronisations inside ``train.train_step`` with
 ``torch.cuda.set_sync_debug_mode("warn")`` (goal: 0). Prints patches/s of each, the loop's
@@ -62,7 +64,7 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def step_setup(device: str, backend: str, precision: str, depth: int = 20, batch: int = 64):
+def step_setup(device: str, backend: str, precision: str, depth: int = 20, batch: int = 64, channels: int = 64):
     """What ``train.train_step`` takes: ``(accelerator, cfg, model, optimizer, lr_in, hr)``, one
     fixed batch of 41 x 41 patches in channels_last; the caller calls ``step_teardown()`` when done.
     The model and optimizer are train.py's (``train.make_optimizer``) but not passed through
@@ -76,7 +78,7 @@ def step_setup(device: str, backend: str, precision: str, depth: int = 20, batch
     AcceleratorState._reset_state(reset_partial_state=True)
     acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=device == "cpu")
     cfg = train.Config(backend=backend, bf16=precision == "bf16", tf32=precision == "tf32")
-    model = VDSR(depth, backend=backend).to(device).to(memory_format=torch.channels_last)
+    model = VDSR(depth, channels, backend=backend).to(device).to(memory_format=torch.channels_last)
     opt = train.make_optimizer(model, cfg)  # SGD, momentum 0.9, weight decay 1e-4
     lr_in = torch.rand(batch, 1, 41, 41, device=device).contiguous(memory_format=torch.channels_last)
     return acc, cfg, model, opt, lr_in, lr_in + 0.01 * torch.randn_like(lr_in)
@@ -90,10 +92,10 @@ def step_teardown() -> None:
 
 
 def bare_patches_per_s(steps: int, device: str, backend: str, precision: str, depth: int = 20, batch: int = 64,
-                       warmup: int = 5, graph: bool = False) -> float:  # fmt: skip
+                       warmup: int = 5, graph: bool = False, channels: int = 64) -> float:  # fmt: skip
     """Patches/s of the bare step (no data, no logging); one host synchronisation at the end.
     ``graph``: ``train.GraphedStep`` (its eager warm-up and capture inside the warm-up steps)."""
-    acc, cfg, model, opt, lr_in, hr = step_setup(device, backend, precision, depth, batch)
+    acc, cfg, model, opt, lr_in, hr = step_setup(device, backend, precision, depth, batch, channels)
     graphed = train.GraphedStep(model, opt, acc, cfg, world=1) if graph else None
     if graph:
         warmup = max(warmup, graphed.warmup + 2)
@@ -149,7 +151,7 @@ def loop_patches_per_s(steps: int, backend: str, precision: str, args, batch: in
         argv = ["--config", args.config, "--output-dir", tmp, "--max-steps", str(steps), "--backend", backend,
                 "--loader", args.loader, "--bf16" if precision == "bf16" else "--no-bf16",
                 "--tf32" if precision == "tf32" else "--no-tf32",
-                "--depth", str(args.depth), "--set", "val_data=[]", "val_every=0", f"log_every={args.log_every}",
+                "--depth", str(args.depth), "--set", f"channels={args.channels}", "val_data=[]", "val_every=0", f"log_every={args.log_every}",
                 f"checkpoint_every={args.checkpoint_every}", f"epochs={10**6}", f"batch_size={batch}",
                 f"patches_per_epoch={50 * batch}",  # random sampling: an epoch of 50 steps at any batch
                 "--cuda-graph" if graph else "--no-cuda-graph"]  # fmt: skip
@@ -219,11 +221,14 @@ def main(argv=None) -> int:
                     help="patches a step, one row each (default 64, the recipes' batch)")
     ap.add_argument("--cuda-graph", action="store_true",
                     help="also the graphed step (train.GraphedStep, train.py --cuda-graph): a row beside each eager one (a GPU only)")
+    ap.add_argument("--no-loop", action="store_true", help="the bare step only (no train.py loop rows)")
     ap.add_argument("--config", default="demo", help="train.py recipe for the loop (its data, unless --data)")
     ap.add_argument("--data", nargs="+", help="training folders for the loop")
     ap.add_argument("--loader", default="auto", choices=["auto", "dali", "torch", "device"])
     ap.add_argument("--log-every", type=number(int, 1), default=10)
     ap.add_argument("--depth", type=number(int, 3, 1000), default=20, help="VDSR depth (20; smaller only for smoke tests)")
+    ap.add_argument("--warmup", type=number(int, 1, 1000), default=5, help="untimed bare steps first (5; fewer only for smoke tests)")
+    ap.add_argument("--channels", type=number(int, 1, 1024), default=64, help="VDSR width (64; smaller only for smoke tests)")
     ap.add_argument("--checkpoint-every", type=number(int, 1), default=10**9, help="default: only the final checkpoint")
     ap.add_argument("--json", help="default: benchmarks/train-<device>.json")
     args = ap.parse_args(argv)
@@ -247,20 +252,21 @@ def main(argv=None) -> int:
     peak = matmul_tflops(device)
     # an emulated bf16 matmul (a CPU without native bfloat16) is no ceiling: no share against it
     emulated = not native_bf16(device)
-    per_patch = train_flops_per_patch(args.depth)
+    per_patch = train_flops_per_patch(args.depth, args.channels)
     rows = []
     for backend, precision in itertools.product(backends, precisions):
         syncs = host_syncs_per_step(backend, precision) if device == "cuda" else None
         for batch, graph in itertools.product(args.batch_sizes, graphs):
-            bare = bare_patches_per_s(args.steps, device, backend, precision, args.depth, batch, graph=graph)
-            loop = loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args, batch, graph)
+            bare = bare_patches_per_s(args.steps, device, backend, precision, args.depth, batch, args.warmup,
+                                      graph=graph, channels=args.channels)
+            loop = None if args.no_loop else loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args, batch, graph)
             tflops = bare * per_patch / 1e12
             rows.append({
                 "backend": backend, "precision": precision, "batch": batch, "cuda_graph": graph,
                 "bare_step_patches_per_s": round(bare, 1),
-                "loop_patches_per_s": round(loop["patches_per_s"], 1),
-                "loop_patches_per_s_with_warmup": loop["patches_per_s_with_warmup"],
-                "loop_share_of_bare": round(loop["patches_per_s"] / bare, 3),
+                "loop_patches_per_s": loop and round(loop["patches_per_s"], 1),
+                "loop_patches_per_s_with_warmup": loop and loop["patches_per_s_with_warmup"],
+                "loop_share_of_bare": loop and round(loop["patches_per_s"] / bare, 3),
                 "bare_step_tflops": round(tflops, 3),
                 "bare_step_share_of_bf16_matmul": None if emulated else round(tflops / peak, 3),
                 # CUDA only (set_sync_debug_mode), of the eager step; the CPU test checks by construction
@@ -269,8 +275,9 @@ def main(argv=None) -> int:
             r = rows[-1]
             print(f"{backend:>6} {precision:>4} batch {batch:>4}{' graph' if graph else ''}: bare step {bare:9.1f} "
                   f"patches/s ({tflops:.2f} TFLOP/s, "
-                  + ("bf16 emulated here" if emulated else f"{100 * tflops / peak:.1f}% of bf16 matmul") + ") | train.py loop "
-                  f"{loop['patches_per_s']:9.1f} = {100 * r['loop_share_of_bare']:.1f}% of the bare step"
+                  + ("bf16 emulated here" if emulated else f"{100 * tflops / peak:.1f}% of bf16 matmul") + ")"
+                  + ("" if loop is None else f" | train.py loop {loop['patches_per_s']:9.1f} = "
+                     f"{100 * r['loop_share_of_bare']:.1f}% of the bare step")
                   + (f" | {syncs:g} host syncs per step" if syncs is not None else ""), flush=True)  # fmt: skip
     result = {
         "device": name,
@@ -284,7 +291,8 @@ def main(argv=None) -> int:
         "batch_sizes": args.batch_sizes,
         "cuda_graph": args.cuda_graph,
         "depth": args.depth,
-        "loop": {"config": args.config, "data": args.data, "loader": args.loader, "log_every": args.log_every,
+        "channels": args.channels,
+        "loop": None if args.no_loop else {"config": args.config, "data": args.data, "loader": args.loader, "log_every": args.log_every,
                  "checkpoint_every": args.checkpoint_every},  # fmt: skip
         "rows": rows,
     }
