@@ -22,6 +22,14 @@
 #                                            --cuda-graph, if the graph_check part first finds it
 #                                            equal to the eager step; else eager. Then bench_train
 #                                            gets graphed rows beside the eager ones)
+#                           [--backend torch|triton|auto]  (the training step's backend, default
+#                                            torch (cuDNN). triton: the fused Triton forward and
+#                                            input gradients (kernels/stack.py), graphed only if
+#                                            its own graph_check passes. auto: a race of the two
+#                                            bare bf16 steps at batch 64, graphed as training will
+#                                            be (part race, about half a minute), picks the
+#                                            faster; triton must win by 2%. Triton then runs each
+#                                            kernel's first config: VDSR_AUTOTUNE=first)
 #                           [--quick-bench]  (with --train-only: before training, bench_train of
 #                                            the torch bf16 step at batch 64 and 256, eager and, if
 #                                            graph_check passed, graphed; bench_data of the device
@@ -36,6 +44,8 @@
 # Parts (each with its own time limit; a failed part is reported and the others still run):
 #   install        pip install --no-deps --no-build-isolation -e .
 #   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one
+#   graph_check_triton  (--cuda-graph, --backend triton|auto) the same of the Triton step
+#   race           (--backend auto) bench_train.py --no-loop of both bf16 steps -> OUT/benchmarks/race-<device>.json
 #   parity         the kernel parity tests, compiled (TRITON_INTERPRET=0; one config per kernel)
 #   bench_kernels  launch/bench_kernels.py            -> OUT/benchmarks/kernels-<device>.json/.md
 #   bench_train    launch/bench_train.py (torch and triton backends, bf16 and TF32; the device
@@ -67,6 +77,7 @@ RATE=""
 PACK=""
 GRAPH=0
 QUICK_BENCH=0
+BACKEND=torch
 COMPILE_MODE="${VDSR_COMPILE_MODE:-max-autotune}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -86,6 +97,7 @@ while [[ $# -gt 0 ]]; do
         --pack) PACK="$2"; shift ;;
         --cuda-graph) GRAPH=1 ;;
         --quick-bench) QUICK_BENCH=1 ;;
+        --backend) BACKEND="$2"; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "gpu_run: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -110,6 +122,9 @@ if [[ -n "$RATE" ]] && ! [[ "$RATE" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
 fi
 if [[ $TRAIN_ONLY == 1 && $ANNEAL == 1 && -z "$RATE" && $QUICK_BENCH == 0 ]]; then
     echo "gpu_run: error: --train-only --anneal: give the training rate with --rate PATCHES_PER_S, or --quick-bench to measure it" >&2; exit 2
+fi
+if [[ ! "$BACKEND" =~ ^(torch|triton|auto)$ ]]; then
+    echo "gpu_run: error: --backend $BACKEND: expected torch, triton or auto" >&2; exit 2
 fi
 if [[ $QUICK_BENCH == 1 && $TRAIN_ONLY == 0 ]]; then
     echo "gpu_run: error: --quick-bench goes with --train-only (without it the full benchmarks run)" >&2; exit 2
@@ -153,6 +168,34 @@ graph_set() {  # --cuda-graph: the graph_check part, then cuda_graph=true for tr
     [[ $GRAPH == 1 ]] || return 0
     part graph_check "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "not triton"
     if [[ $status == ok ]]; then TRAIN_GRAPH=(cuda_graph=true); else echo "gpu_run: graph_check failed: training with the eager step" >&2; fi
+    if [[ $BACKEND != torch ]]; then
+        part graph_check_triton "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "triton"
+        [[ $status == ok ]] && TRITON_GRAPH_OK=1
+    fi
+}
+backend_set() {  # --backend: TRAIN_BACKEND (recipe override) and TRAIN_ENV for the train part; ARGS: the race's size arguments
+    local pick="$BACKEND" graphed=() race_graph=() batch=64
+    if [[ $BACKEND != torch && ${#TRAIN_GRAPH[@]} -gt 0 && $TRITON_GRAPH_OK == 0 ]]; then
+        if [[ $BACKEND == triton ]]; then
+            echo "gpu_run: graph_check_triton failed: training the Triton step eagerly" >&2; TRAIN_GRAPH=()
+        else
+            echo "gpu_run: graph_check_triton failed: training the torch step" >&2; pick=torch
+        fi
+    fi
+    if [[ $pick == auto ]]; then
+        [[ ${#TRAIN_GRAPH[@]} -gt 0 && $DRY == 0 ]] && { graphed=(--graph); race_graph=(--cuda-graph); }
+        [[ $DRY == 1 ]] && batch=1
+        local race="$OUTDIR/benchmarks/race-${DEV:-dry-run}.json"
+        part race 150 env VDSR_AUTOTUNE=first "$PY" launch/bench_train.py --backends torch triton --precisions bf16 \
+            --no-loop "${race_graph[@]}" --batch-sizes "$batch" "$@" --json "$race"
+        pick=torch
+        if [[ $status == ok ]]; then
+            pick=$("$PY" scripts/pick_backend.py "$race" "${graphed[@]}" --batch "$batch" 2>>"$OUTDIR/logs/race.log") || pick=torch
+            tail -n 1 "$OUTDIR/logs/race.log" | sed 's/^/   /'
+        fi
+    fi
+    if [[ $pick == triton ]]; then TRAIN_BACKEND=(backend=triton); TRAIN_ENV=(env VDSR_AUTOTUNE=first); fi
+    [[ $BACKEND == torch ]] || SUMMARY+=("$(printf '%-14s %-18s %7s  %s' backend "$pick" - "(--backend $BACKEND: what train ran)")")
 }
 quick_bench() {  # --quick-bench: bench_train and bench_data, short; ARGS: bench_train's size arguments
     [[ $QUICK_BENCH == 1 ]] || return 0
@@ -170,6 +213,9 @@ quick_bench() {  # --quick-bench: bench_train and bench_data, short; ARGS: bench
     done
 }
 TRAIN_GRAPH=()  # cuda_graph=true once graph_check passed
+TRITON_GRAPH_OK=0  # graph_check_triton passed
+TRAIN_BACKEND=()  # backend=triton where --backend picked it
+TRAIN_ENV=()  # env VDSR_AUTOTUNE=first for the Triton step
 
 # What --deadline keeps back from training: train.py's start-up and final save, the evals, the
 # pack and the summary. On the H200 (2026-11-28) they took 14 + 10 + 1 s; 75 s leaves 50 spare.
@@ -216,12 +262,13 @@ if [[ $DRY == 1 ]]; then
         TOY_STEPS=$(( 6 + $("$PY" -c "import json, sys; print(json.load(open(sys.argv[1] + '/train_state.json'))['step'])" "${RESUME[1]}" 2>/dev/null || echo 0) ))  # (no train_state.json: train.py says so)
     fi
     quick_bench --depth 4 --steps 3 --log-every 2 --batch-sizes 8
+    backend_set --depth 3 --channels 16 --steps 1 --warmup 1  # (the Triton step in the interpreter: ~15 s at this size)
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}" "${TRAIN_SET[@]}"); fi
-        part train 300 "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" --val-data "$DATA/Set5" \
+        part train 300 "${TRAIN_ENV[@]}" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" --val-data "$DATA/Set5" \
             --output-dir "$OUTDIR/run" --loader device --depth 4 --max-steps "$TOY_STEPS" "${RESUME[@]}" \
-            --set "${TOY[@]}" "${TRAIN_SET[@]}" "${TRAIN_GRAPH[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
+            --set "${TOY[@]}" "${TRAIN_SET[@]}" "${TRAIN_GRAPH[@]}" "${TRAIN_BACKEND[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 300 $VDSR eval --data "$DATA/Set5" --scales 2 --method vdsr --checkpoint "$OUTDIR/run/model.safetensors" \
             --json "$OUTDIR/run/eval.json" --device cpu
         if [[ -f "$OUTDIR/run/model_ema.safetensors" ]]; then
@@ -247,13 +294,14 @@ else
             --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" "${BENCH_GRAPH[@]}" --json "$BENCH_JSON"
     fi
     quick_bench --batch-sizes 64 256 --steps 50 --loop-steps 300
+    backend_set --steps 200
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1 "${TRAIN_SET[@]}"); fi
         TRAIN_LIMIT=$("$PY" -c "print(int(60 * $TMIN + 60))")
-        part train "$TRAIN_LIMIT" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
-            --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device \
-            "${RESUME[@]}" --set checkpoint_minutes=1 "${TRAIN_SET[@]}" "${TRAIN_GRAPH[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
+        part train "$TRAIN_LIMIT" "${TRAIN_ENV[@]}" "$PY" launch/train.py --config "$RECIPE" --data "$DATA/T91" "$DATA/BSD200" \
+            --val-data "$DATA/Set5" --output-dir "$OUTDIR/run" --loader device "${RESUME[@]}" \
+            --set checkpoint_minutes=1 "${TRAIN_SET[@]}" "${TRAIN_GRAPH[@]}" "${TRAIN_BACKEND[@]}" "max_minutes=$TMIN" "${PLAN[@]}"
         part eval 60 $VDSR eval --data "${EVAL_DATA[@]}" --scales 2 3 4 --method vdsr \
             --checkpoint "$OUTDIR/run/model.safetensors" --json "$OUTDIR/run/eval.json"
         if [[ -f "$OUTDIR/run/model_ema.safetensors" ]]; then

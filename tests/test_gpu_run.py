@@ -71,25 +71,38 @@ def test_gpu_run_train_only_packs_for_the_device_tool(shared_data, tmp_path):
 
 def test_gpu_run_two_calls_of_a_warm_start_recipe(shared_data, tmp_path):
     """The plan for a loan (benchmarks/README.md): a first call of paper-long-cycle2 (a recipe
-    that starts from weights), then a second that resumes the first's last checkpoint with the
-    graph asked for directly. In the dry run the toy model leaves the recipe's weights out."""
+    that starts from weights) with ``--backend auto`` (both graph checks, then the race of the
+    two steps), then a second that resumes the first's last checkpoint with the graph and the
+    Triton step asked for directly. In the dry run the toy model leaves the recipe's weights out."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     gpu_run = ["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--data", str(shared_data), "--train-only",
                "--recipe", "paper-long-cycle2"]  # fmt: skip
     first = tmp_path / "g"
-    proc = subprocess.run([*gpu_run, "--out", str(first), "--pack", str(tmp_path / "p1"), "--cuda-graph", "--deadline", "1500"],
-                          capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+    proc = subprocess.run([*gpu_run, "--out", str(first), "--pack", str(tmp_path / "p1"), "--cuda-graph", "--deadline", "1500",
+                           "--backend", "auto"], capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    summary = [line.split()[:2] for line in (first / "summary.txt").read_text().splitlines()]
+    parts = ("install", "graph_check", "graph_check_triton", "race", "backend", "train", "eval", "eval_ema", "pack")
+    assert [p for p, _ in summary] == list(parts) and all(s == "ok" for p, s in summary if p != "backend"), summary
+    race = json.loads((first / "benchmarks" / "race-dry-run.json").read_text())
+    rates = {r["backend"]: r["bare_step_patches_per_s"] for r in race["rows"]}
+    assert set(rates) == {"torch", "triton"} and race["loop"] is None  # the bare steps only
+    picked = dict(summary)["backend"]
+    assert picked == ("triton" if rates["triton"] > 1.02 * rates["torch"] else "torch")
     config = json.loads((first / "run" / "config.json").read_text())
     assert (config["init_weights"], config["seed"], config["lr_step_epochs"], config["cuda_graph"]) == (None, 7, 100, True)
+    assert config["backend"] == picked
     last = sorted((first / "run" / "checkpoints").glob("step-*"))[-1]
     second = tmp_path / "g2"
     proc = subprocess.run([*gpu_run, "--out", str(second), "--pack", str(tmp_path / "p2"), "--train-minutes", "1",
-                           "--train-set", "cuda_graph=true", "--resume", str(last)],
+                           # (batch 1, no validation: on the CPU the Triton step runs in the interpreter, ~5 s a step)
+                           "--train-set", "cuda_graph=true batch_size=1 val_data=[]", "--resume", str(last), "--backend", "triton"],
                           capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     parts = [line.split()[:2] for line in (second / "summary.txt").read_text().splitlines()]
-    assert parts == [[p, "ok"] for p in ("install", "train", "eval", "eval_ema", "pack")]
+    assert parts == [["install", "ok"], ["backend", "triton"]] + [[p, "ok"] for p in ("train", "eval", "eval_ema", "pack")]
+    assert json.loads((second / "run" / "config.json").read_text())["backend"] == "triton"
+    assert "VDSR_AUTOTUNE=first" in (second / "logs" / "train.log").read_text()  # the kernels' first configs
     step = json.loads((last / "train_state.json").read_text())["step"]
     assert f"resumed from {last} (step {step})" in (second / "logs" / "train.log").read_text()
     assert json.loads((second / "run" / "summary.json").read_text())["steps"] == step + 6  # it went on
@@ -122,6 +135,7 @@ def test_gpu_run_refuses_bad_arguments(tmp_path):
                           (["--dry-run", "--train-only", "--anneal"], "--rate"),
                           (["--dry-run", "--quick-bench"], "--quick-bench goes with --train-only"),
                           (["--dry-run", "--rate", "fast"], "--rate fast"),
+                          (["--dry-run", "--backend", "cudnn"], "--backend cudnn"),
                           (["--dry-run", "--pack", str(tmp_path / "f" / "sub")], "cannot write there")]:  # fmt: skip
         proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), *args, "--out", str(tmp_path / "o")],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -162,13 +176,38 @@ def test_plan_anneal_fits_the_decay_into_the_budget():
 
 
 def test_gpu_run_deadline_too_short_skips_training_with_a_summary(shared_data, tmp_path):
-    """--deadline that leaves no time to train: the earlier parts run, training and eval are
-    reported SKIPPED in the summary, and the exit status is 1 (a dry run with a 1 s deadline)."""
+    """--deadline that leaves no time to train: the earlier parts run (here, with --train-only,
+    the install), training and eval are reported SKIPPED in the summary, and the exit status is
+    1 (a dry run with a 1 s deadline)."""
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--out", str(out), "--data", str(shared_data),
-                           "--deadline", "1"], capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+                           "--train-only", "--deadline", "1"], capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
     summary = (out / "summary.txt").read_text().splitlines()
-    assert [line.split()[:2] for line in summary][-2:] == [["train", "SKIPPED"], ["eval", "SKIPPED"]], summary
+    assert [line.split()[:2] for line in summary] == [["install", "ok"], ["train", "SKIPPED"], ["eval", "SKIPPED"]], summary
     assert not (out / "run").exists()
+
+
+def test_pick_backend_takes_triton_only_where_it_wins_by_the_margin(tmp_path):
+    """scripts/pick_backend.py (gpu_run --backend auto): the graphed bf16 batch-64 rows when
+    training is graphed, the eager ones when not; triton only if > 2% faster; no torch row: exit 1."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from pick_backend import main, pick_backend
+
+    def row(backend, graph, rate, batch=64, precision="bf16"):
+        return {"backend": backend, "precision": precision, "batch": batch, "cuda_graph": graph, "bare_step_patches_per_s": rate}
+
+    rows = [row("torch", False, 9000), row("triton", False, 8100), row("torch", True, 18800), row("triton", True, 25000),
+            row("triton", True, 99999, batch=256), row("triton", True, 99999, precision="tf32")]  # fmt: skip
+    assert pick_backend(rows, graph=True) == ("triton", {"torch": 18800, "triton": 25000})
+    assert pick_backend(rows, graph=False)[0] == "torch"  # eager: the Triton step is slower
+    assert pick_backend([row("torch", True, 18800), row("triton", True, 19000)], graph=True)[0] == "torch"  # +1%: not enough
+    assert pick_backend([row("torch", True, 18800)], graph=True)[0] == "torch"  # no Triton row
+    f = tmp_path / "race.json"
+    f.write_text(json.dumps({"rows": rows}))
+    assert main([str(f), "--graph"]) == 0
+    f.write_text(json.dumps({"rows": [row("triton", True, 25000)]}))
+    assert main([str(f), "--graph"]) == 1
