@@ -4,7 +4,7 @@ Implicit GEMM on NHWC activations: output pixels are the GEMM's M, output channe
 K = 9 * Cin runs over (kh, kw, ci) in that order, so the weights are packed ``[3, 3, Cin, Cout]``
 and each K step loads ``BLOCK_K`` contiguous input channels of one tap. Accumulation is float32.
 
-Three kernels, one per VDSR layer kind:
+Three kernels, one per VDSR layer kind, and a fourth for training:
 
 * ``first``: Cin = 1 (K = 9). Nine rank-1 updates (tap value x weight row) in float32 FMAs: no
   K padding, no tensor cores needed. It reads the network input in its own dtype (float32 in
@@ -15,6 +15,13 @@ Three kernels, one per VDSR layer kind:
   ``out = x + conv(h)`` in float32, written as ``N x 1 x H x W`` (the same bytes as NHWC with
   C = 1) in the dtype of ``x``: a bf16 stack still returns a float32 image, as eager autocast
   does (``x + r`` rounded to bf16 would be as coarse as 8-bit pixels).
+* ``wgrad``: the weight and bias gradients of a hidden layer (bf16/fp16), ``A^T @ G`` per tap,
+  the pixels (the dot's K) split into chunks summed in float32 (:func:`conv3x3_wgrad`).
+
+The training backward's input gradient is a 3x3 conv too (of the output gradient, with the
+kernel flipped and transposed: :func:`pack_dgrad_weight`): ``first`` (from the last layer's
+one channel) and ``mid`` run it with ``relu_mask``, the ReLU backward of the layer below fused
+into the epilogue in place of bias and ReLU.
 
 Dtypes: bfloat16, float16 and float32; the weights' dtype is the compute dtype, and the hidden
 activations are stored in it. Float32 ``precision`` (the ``mid`` kernel's dot; the other two
@@ -45,7 +52,7 @@ bf16 stores are rounded to nearest even by hand (the interpreter truncates; a GP
 :func:`compile_specs` lists every (kernel, dtype, precision, config) this module launches on a
 GPU, for ``launch/compile_kernels.py``, which compiles them ahead of time on the CPU.
 
-The plain PyTorch twin is :func:`conv3x3_reference`.
+The plain PyTorch twins are :func:`conv3x3_reference` and :func:`conv3x3_wgrad_reference`.
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ __all__ = [
     "pack_weight",
     "pack_dgrad_weight",
     "conv3x3",
+    "conv3x3_wgrad",
+    "conv3x3_wgrad_reference",
     "conv3x3_reference",
     "default_precision",
     "compile_specs",
@@ -124,6 +133,14 @@ def last_configs() -> list[triton.Config]:
     if INTERPRET:
         return [_INTERPRET_CONFIG]
     return [_cfg(64, 64, 4, 3), _cfg(128, 64, 4, 3), _cfg(128, 32, 4, 4)]
+
+
+def wgrad_configs() -> list[triton.Config]:
+    """Tiles of the ``wgrad`` kernel (bf16/fp16): ``BLOCK_M`` pixels (the dot's K) a step of its
+    loop over the program's chunk of pixels; ``BLOCK_K`` is unused (the configs share a shape)."""
+    if INTERPRET:
+        return [_INTERPRET_CONFIG]
+    return [_cfg(128, 64, 4, 3), _cfg(64, 64, 4, 4), _cfg(128, 64, 8, 3)]
 
 
 def _same_config(a: triton.Config, b: triton.Config) -> bool:
@@ -359,6 +376,45 @@ def _conv_last_kernel(
     tl.store(out_ptr + offs_m, _rne_bf16(acc, ROUND_BF16).to(out_ptr.dtype.element_ty), mask=m_mask)
 
 
+@triton.autotune(configs=wgrad_configs(), key=["M_LOG2", "CIN", "COUT"], prune_configs_by={"early_config_prune": _first_only})
+@triton.jit
+def _conv_wgrad_kernel(
+    x_ptr, g_ptr, part_ptr, M, H, W, M_LOG2, CHUNK,
+    CIN: tl.constexpr, COUT: tl.constexpr, CIN_P: tl.constexpr, COUT_P: tl.constexpr,
+    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """The weight gradient of one tap over one chunk of pixels: ``part[chunk, tap] = A^T @ G``.
+
+    Program ``(chunk, tap)``: ``A`` is the input shifted by the tap (``CHUNK`` pixels x Cin, zero
+    outside the image: the padding), ``G`` the output gradient (the same pixels x Cout); the
+    ``Cin x Cout`` float32 sum over the chunk goes to its slot of ``part``, and the host adds the
+    chunks (deterministic: no atomics). The nine taps of a chunk read the same gradient rows,
+    which stay in L2."""
+    chunk = tl.program_id(0)
+    tap = tl.program_id(1)
+    offs_c = tl.arange(0, CIN_P)
+    offs_n = tl.arange(0, COUT_P)
+    c_mask = offs_c < CIN
+    n_mask = offs_n < COUT
+    acc = tl.zeros([CIN_P, COUT_P], dtype=tl.float32)
+    lo = chunk * CHUNK
+    hi = tl.minimum(lo + CHUNK, M)
+    for start in tl.range(lo, hi, BLOCK_M):
+        offs_m = start + tl.arange(0, BLOCK_M)
+        m_mask = offs_m < hi
+        w_ = offs_m % W
+        h_ = (offs_m // W) % H
+        src, valid = _tap_source(offs_m, h_, w_, m_mask, H, W, tap)
+        a = tl.load(x_ptr + src.to(tl.int64)[:, None] * CIN + offs_c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
+        g = tl.load(g_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            g = g.to(tl.float32)
+        acc = tl.dot(tl.trans(a), g, acc)
+    out = part_ptr + ((chunk * 9 + tap) * CIN_P + offs_c)[:, None] * COUT_P + offs_n[None, :]
+    tl.store(out, acc)
+
+
 # ---------------------------------------------------------------------------------------------
 # Host side
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +555,59 @@ def conv3x3(
     return out
 
 
+WGRAD_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def wgrad_meta(cin: int, cout: int, dtype: torch.dtype) -> dict:
+    """Constexpr arguments of ``_conv_wgrad_kernel``."""
+    return dict(CIN=cin, COUT=cout, CIN_P=_p2(cin), COUT_P=_p2(cout), UPCAST=INTERPRET)
+
+
+def _wgrad_chunk(m: int, block: int = 128, programs: int = 64) -> int:
+    """Pixels a program of the wgrad kernel sums: about ``m / programs``, a multiple of every
+    config's BLOCK_M (128), so each chunk's steps are whole tiles but the last."""
+    return block * max(1, -(-m // (block * programs)))
+
+
+def conv3x3_wgrad(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias gradients of a 3x3 conv (stride 1, zero padding 1).
+
+    Args:
+        x: the layer's input, ``N x H x W x Cin`` contiguous NHWC, bfloat16 or float16.
+        g: the gradient of its (pre-activation) output, ``N x H x W x Cout``, the same dtype;
+            Cin, Cout >= 16 (the hidden layers: tensor-core dots over the pixels).
+
+    Returns:
+        ``(grad_weight Cout x Cin x 3 x 3, grad_bias Cout)``, float32: the products are exact
+        and summed in float32 (over chunks of pixels, then the chunks).
+    """
+    if x.dim() != 4 or g.dim() != 4 or not x.is_contiguous() or not g.is_contiguous():
+        raise ValueError("conv3x3_wgrad: x and g must be contiguous 4-D NHWC tensors")
+    n, h, w, cin = x.shape
+    cout = g.shape[3]
+    if g.shape[:3] != x.shape[:3]:
+        raise ValueError(f"conv3x3_wgrad: x is {tuple(x.shape)}, g {tuple(g.shape)}: the pixels differ")
+    if x.dtype not in WGRAD_DTYPES or g.dtype != x.dtype:
+        raise ValueError(f"conv3x3_wgrad: bfloat16 or float16 x and g of one dtype, got {x.dtype} and {g.dtype}")
+    if min(cin, cout) < 16:
+        raise ValueError(f"conv3x3_wgrad: Cin and Cout must be >= 16, got {cin} and {cout}")
+    m = n * h * w
+    chunk = _wgrad_chunk(m)
+    chunks = -(-m // chunk)
+    meta = wgrad_meta(cin, cout, x.dtype)
+    part = torch.empty(chunks, 9, meta["CIN_P"], meta["COUT_P"], dtype=torch.float32, device=x.device)
+    _conv_wgrad_kernel[(chunks, 9)](x, g, part, m, h, w, m.bit_length(), chunk, **meta)
+    gw = part.sum(0)[:, :cin, :cout].reshape(3, 3, cin, cout).permute(3, 2, 0, 1)  # [kh,kw,ci,co] -> [co,ci,kh,kw]
+    return gw.contiguous(), g.reshape(m, cout).sum(0, dtype=torch.float32)
+
+
+def conv3x3_wgrad_reference(x_nchw: torch.Tensor, g_nchw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The PyTorch twin of :func:`conv3x3_wgrad` on NCHW: ``(conv2d_weight(...), g.sum((0, 2, 3)))``."""
+    cout = g_nchw.shape[1]
+    gw = torch.nn.grad.conv2d_weight(x_nchw, (cout, x_nchw.shape[1], 3, 3), g_nchw, padding=1)
+    return gw, g_nchw.sum((0, 2, 3))
+
+
 def compile_specs(cin: int = 64, cout: int = 64) -> list[dict]:
     """Every (kernel, dtype, precision, config) that :func:`conv3x3` launches on a GPU for a
     VDSR of width ``cin = cout`` channels, as compile jobs for ``launch/compile_kernels.py``.
@@ -537,6 +646,12 @@ def compile_specs(cin: int = 64, cout: int = 64) -> list[dict]:
                     pointers={"x_ptr": t, "w_ptr": t, "b_ptr": t, "out_ptr": t, "mask_ptr": t},
                     constexprs=mid_meta(cout, cin, False, dt, p, dgrad=True), configs=mid_configs(dt, p),
                 ))  # fmt: skip
+        if dt == torch.bfloat16:  # the training backward's weight gradients (bf16 training)
+            specs.append(dict(
+                kernel="conv_wgrad", fn=_conv_wgrad_kernel.fn, dtype=t,
+                pointers={"x_ptr": t, "g_ptr": t, "part_ptr": "fp32"},
+                constexprs=wgrad_meta(cin, cout, dt), configs=wgrad_configs(),
+            ))  # fmt: skip
         specs.append(dict(
             kernel="conv_last", fn=_conv_last_kernel.fn, dtype=t,
             pointers={"x_ptr": t, "w_ptr": t, "b_ptr": "fp32", "res_ptr": "fp32", "out_ptr": "fp32"},

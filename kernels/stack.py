@@ -7,13 +7,19 @@ while the hidden layers run in the weights' dtype (bf16, fp16 or fp32); hidden a
 captured in a CUDA graph); the last layer adds the input and writes ``N x 1 x H x W``.
 
 Training (:class:`FusedVDSRFunction`): the forward runs the same kernels but keeps every hidden
-activation (as eager autograd would). The backward, layer by layer from the top: the weight and
-bias gradients from torch's convolution backward (cuDNN on a GPU), reading the NHWC tensors as
-channels_last views without copies; the input gradient from the same Triton kernels, since it is
-a 3x3 conv of the output gradient with the kernel flipped and transposed
-(:func:`~vdsr_kernels.conv.pack_dgrad_weight`), with the ReLU backward of the layer below fused
-into its epilogue (zero where that layer's saved output is not > 0). The network input's
-gradient, needed only outside training, comes from torch's convolution backward.
+activation (as eager autograd would). The backward, layer by layer from the top:
+
+* the input gradient from the same Triton kernels, since it is a 3x3 conv of the output
+  gradient with the kernel flipped and transposed (:func:`~vdsr_kernels.conv.pack_dgrad_weight`),
+  with the ReLU backward of the layer below fused into its epilogue (zero where that layer's
+  saved output is not > 0);
+* the weight and bias gradients of the hidden layers (Cin, Cout >= 16) in bf16/fp16 from
+  :func:`~vdsr_kernels.conv.conv3x3_wgrad` (tensor-core dots over chunks of pixels); the first
+  and last layers' (Cin or Cout = 1), and every layer's in float32, from torch's convolution
+  backward (cuDNN on a GPU), reading the NHWC tensors as channels_last views without copies.
+
+The network input's gradient, needed only outside training, comes from torch's convolution
+backward.
 
 The plain PyTorch twin is :class:`vdsr.model.VDSR` with ``backend="torch"``.
 """
@@ -24,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from .conv import conv3x3, pack_dgrad_weight, pack_weight
+from .conv import WGRAD_DTYPES, conv3x3, conv3x3_wgrad, pack_dgrad_weight, pack_weight
 
 __all__ = ["vdsr_forward", "vdsr_forward_train", "FusedVDSRFunction", "pack_layers"]
 
@@ -110,12 +116,16 @@ class FusedVDSRFunction(torch.autograd.Function):
         g = grad_out.to(dtype).contiguous()  # N x 1 x H x W, then N x H x W x C (NHWC)
         grads: list[torch.Tensor | None] = [None] * (2 * n_layers)
         for i in range(n_layers - 1, -1, -1):
-            w = weights[i].to(dtype)
-            g_nchw = g if i == n_layers - 1 else g.permute(0, 3, 1, 2)
             need_x = i == 0 and ctx.needs_input_grad[0]
-            gi, gw, gb = torch.ops.aten.convolution_backward(
-                g_nchw, inputs[i], w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_x, True, True]
-            )
+            hidden = 0 < i < n_layers - 1 and dtype in WGRAD_DTYPES and min(weights[i].shape[:2]) >= 16
+            if hidden:
+                gw, gb = conv3x3_wgrad(acts[i - 1], g)
+            else:
+                w = weights[i].to(dtype)
+                g_nchw = g if i == n_layers - 1 else g.permute(0, 3, 1, 2)
+                gi, gw, gb = torch.ops.aten.convolution_backward(
+                    g_nchw, inputs[i], w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_x, True, True]
+                )
             grads[2 * i] = gw.to(ctx.param_dtypes[2 * i])
             grads[2 * i + 1] = gb.to(ctx.param_dtypes[2 * i + 1])
             if i > 0:  # the input gradient of layer i, times the ReLU mask of layer i - 1

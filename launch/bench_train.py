@@ -5,7 +5,7 @@
         [--loader auto] [--json benchmarks/train-<device>.json]
 
 Side by side in one run, for every backend (``torch``: eager cuDNN; ``triton``: the fused
-forward, and the input gradients through the same kernels) and precision (``bf16`` autocast; ``tf32``, float32 math on TF32 tensor cores, a GPU
+forward and backward of ``kernels/stack.py``) and precision (``bf16`` autocast; ``tf32``, float32 math on TF32 tensor cores, a GPU
 only; ``fp32`` on the CPU):
 
 1. the bare step: forward, the SSE loss, backward, adjustable clipping, SGD, on one fixed

@@ -24,7 +24,7 @@
 #                                            gets graphed rows beside the eager ones)
 #                           [--backend torch|triton|auto]  (the training step's backend, default
 #                                            torch (cuDNN). triton: the fused Triton forward and
-#                                            input gradients (kernels/stack.py), graphed only if
+#                                            backward (kernels/stack.py), graphed only if
 #                                            its own graph_check passes. auto: a race of the two
 #                                            bare bf16 steps at batch 64, graphed as training will
 #                                            be (part race, about half a minute), picks the

@@ -46,9 +46,9 @@ def test_every_kernel_compiles_for_sm90_without_spills(tmp_path):
         assert {(k, dt) for dt in ("fp32", "bf16", "fp16")} <= kinds
     # the training backward's input gradients, in the dtypes training runs in
     assert {("conv_first_dgrad", "bf16"), ("conv_first_dgrad", "fp32"), ("conv_mid_dgrad", "bf16"),
-            ("conv_mid_dgrad", "tf32"), ("conv_mid_dgrad", "tf32x3")} <= kinds  # fmt: skip
+            ("conv_mid_dgrad", "tf32"), ("conv_mid_dgrad", "tf32x3"), ("conv_wgrad", "bf16")} <= kinds  # fmt: skip
     for r in rows:
-        if r["kernel"] in ("conv_mid", "conv_mid_dgrad"):  # tensor cores, fed by async copies of a pipelined loop
+        if r["kernel"] in ("conv_mid", "conv_mid_dgrad", "conv_wgrad"):  # tensor cores, fed by async copies of a pipelined loop
             assert r["tensor_core_ops"] > 0 and r["async_copies"] > 0, r
     configs = [(r["kernel"], r["dtype"], r["config"]) for r in rows]
     assert len(configs) == len(set(configs))  # no duplicate configs

@@ -14,7 +14,15 @@ import pytest
 import torch
 
 import vdsr_kernels.conv as kconv
-from vdsr_kernels.conv import PARITY_TOLERANCE, conv3x3, conv3x3_reference, pack_dgrad_weight, pack_weight
+from vdsr_kernels.conv import (
+    PARITY_TOLERANCE,
+    conv3x3,
+    conv3x3_reference,
+    conv3x3_wgrad,
+    conv3x3_wgrad_reference,
+    pack_dgrad_weight,
+    pack_weight,
+)
 from vdsr_kernels.stack import pack_layers, vdsr_forward
 from vdsr.model import VDSR
 
@@ -129,6 +137,32 @@ def test_parity_conv_dgrad_with_fused_relu_mask(dtype, precision, cout, cin):
         conv3x3(g_in, pack_dgrad_weight(wt, dtype), None)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("n,h,w,cin,cout", [(2, 7, 9, 64, 64), (3, 5, 13, 24, 40), (4, 47, 53, 16, 16)])
+def test_parity_conv_wgrad(dtype, n, h, w, cin, cout):
+    """The weight and bias gradients (the pixels summed in chunks, then the chunks) against
+    float64 autograd of the same rounded inputs: the products are exact, the sums float32.
+    The last shape has several chunks of several tiles, the last ones ragged."""
+    x = torch.relu(torch.randn(n, h, w, cin, device=DEVICE)).to(dtype)
+    g = torch.randn(n, h, w, cout, device=DEVICE).to(dtype)
+    gw, gb = conv3x3_wgrad(x, g)
+    rw, rb = conv3x3_wgrad_reference(x.permute(0, 3, 1, 2).double(), g.permute(0, 3, 1, 2).double())
+    assert gw.shape == (cout, cin, 3, 3) and gw.dtype == torch.float32 and gb.shape == (cout,)
+    assert rel_err(gw, rw) <= 1e-5 and rel_err(gb, rb) <= 1e-5
+    with pytest.raises(ValueError, match="bfloat16 or float16"):
+        conv3x3_wgrad(x.float(), g.float())
+    with pytest.raises(ValueError, match=">= 16"):
+        conv3x3_wgrad(x[..., :8].contiguous(), g)
+
+
+def test_parity_wgrad_chunks_cover_every_pixel_once():
+    """The chunking: whole tiles of 128, about 64 programs, the last chunk ragged."""
+    for m in (1, 127, 128, 129, 64 * 41 * 41, 10**6):
+        chunk = kconv._wgrad_chunk(m)
+        assert chunk % 128 == 0 and -(-m // chunk) * chunk >= m > (-(-m // chunk) - 1) * chunk
+        assert -(-m // chunk) <= 64
+
+
 def reference_model(depth=20, channels=64) -> VDSR:
     torch.manual_seed(7)
     m = VDSR(depth, channels)
@@ -205,7 +239,7 @@ def test_parity_training_gradients():
     exact = flat(g32)
     err_fused = ((flat(g_fused16) - exact).norm() / exact.norm()).item()
     err_eager = ((flat(g_eager16) - exact).norm() / exact.norm()).item()
-    assert err_fused <= 1.5 * err_eager + 1e-3, (err_fused, err_eager)  # measured 0.0053 vs 0.0070 (AVX2 CPU)
+    assert err_fused <= 1.5 * err_eager + 1e-3, (err_fused, err_eager)  # measured 0.0050 vs 0.0070 (AVX2 CPU)
     for a, b in zip(g_fused16, g32):
         assert rel_err(a, b) <= 5e-2
 
