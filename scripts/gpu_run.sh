@@ -44,7 +44,8 @@
 # Parts (each with its own time limit; a failed part is reported and the others still run):
 #   install        pip install --no-deps --no-build-isolation -e .
 #   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one
-#   graph_check_triton  (--cuda-graph, --backend triton|auto) the same of the Triton step
+#   graph_check_triton  (--cuda-graph, --backend triton|auto) the same of the Triton step, and the
+#                  parity tests of its gradients and its train step against torch's (bf16 kernels)
 #   race           (--backend auto) bench_train.py --no-loop of both bf16 steps -> OUT/benchmarks/race-<device>.json
 #   parity         the kernel parity tests, compiled (TRITON_INTERPRET=0; one config per kernel)
 #   bench_kernels  launch/bench_kernels.py            -> OUT/benchmarks/kernels-<device>.json/.md
@@ -169,7 +170,9 @@ graph_set() {  # --cuda-graph: the graph_check part, then cuda_graph=true for tr
     part graph_check "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "not triton"
     if [[ $status == ok ]]; then TRAIN_GRAPH=(cuda_graph=true); else echo "gpu_run: graph_check failed: training with the eager step" >&2; fi
     if [[ $BACKEND != torch ]]; then
-        part graph_check_triton "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "triton"
+        # its graph against its eager step, and its gradients and steps against torch's (compiled)
+        part graph_check_triton "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py \
+            tests/test_parity_conv.py -k "triton or training_gradients or (dgrad and bf16) or (wgrad and bf16)"
         [[ $status == ok ]] && TRITON_GRAPH_OK=1
     fi
 }
