@@ -563,10 +563,13 @@ def wgrad_meta(cin: int, cout: int, dtype: torch.dtype) -> dict:
     return dict(CIN=cin, COUT=cout, CIN_P=_p2(cin), COUT_P=_p2(cout), UPCAST=INTERPRET)
 
 
-def _wgrad_chunk(m: int, block: int = 128, programs: int = 64) -> int:
-    """Pixels a program of the wgrad kernel sums: about ``m / programs``, a multiple of every
-    config's BLOCK_M (128), so each chunk's steps are whole tiles but the last."""
-    return block * max(1, -(-m // (block * programs)))
+WGRAD_PROGRAMS = 64  # chunks of pixels per tap: 64 x 9 programs fill an H100/H200's 132 SMs
+
+
+def _wgrad_chunk(m: int, block: int = 128, programs: int | None = None) -> int:
+    """Pixels a program of the wgrad kernel sums: about ``m / programs`` (``WGRAD_PROGRAMS``),
+    a multiple of every config's BLOCK_M (128), so each chunk's steps are whole tiles but the last."""
+    return block * max(1, -(-m // (block * (programs or WGRAD_PROGRAMS))))
 
 
 def conv3x3_wgrad(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

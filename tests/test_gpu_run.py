@@ -10,6 +10,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def check_bench_kernels_smoke(folder: Path, log: str) -> None:
+    """What ``launch/bench_kernels.py --smoke`` (the dry run's bench_kernels part) promises:
+    the variants, every Triton speedup naming the eager row it is divided by, the resize's error."""
+    assert "not performance figures" in log
+    data = json.loads((folder / "kernels-smoke-cpu-interpreter.json").read_text())
+    assert data["smoke"] is True
+    variants = {r["variant"] for r in data["forward"]}
+    assert {"triton fp32 (ieee)", "triton bf16", "eager bf16 autocast channels_last",
+            "eager bf16 weights cast ahead channels_last"} <= variants  # fmt: skip
+    for r in data["forward"]:
+        if r["variant"].startswith("triton"):
+            assert r["baseline"] in variants and r["baseline"].startswith("eager"), r
+            assert abs(r["speedup"] - next(b["ms"] for b in data["forward"] if b["variant"] == r["baseline"]) / r["ms"]) < 1e-9
+    assert all(r["max_abs_err_vs_matlab"] <= 1e-5 for r in data["resize"] if r["variant"] == "triton degrade")
+    assert (folder / "kernels-smoke-cpu-interpreter.md").read_text().startswith("# Kernel benchmark")
+
+
 def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -21,7 +38,7 @@ def test_gpu_run_dry_run_runs_every_part(shared_data, tmp_path):
     parts = [line.split()[0] for line in summary]
     assert parts == ["install", "graph_check", "parity", "bench_kernels", "bench_train", "train", "eval", "eval_ema"]  # eval_ema: ema_decay
     assert all(line.split()[1] == "ok" for line in summary), summary
-    assert (out / "benchmarks" / "kernels-smoke-cpu-interpreter.json").is_file()
+    check_bench_kernels_smoke(out / "benchmarks", (out / "logs" / "bench_kernels.log").read_text())
     assert json.loads((out / "benchmarks" / "train-dry-run.json").read_text())["rows"]
     assert (out / "run" / "model.safetensors").is_file()
     assert "Set5" in json.loads((out / "run" / "eval.json").read_text())
