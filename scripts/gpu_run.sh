@@ -24,8 +24,8 @@
 #                                            gets graphed rows beside the eager ones)
 #                           [--backend torch|triton|auto]  (the training step's backend, default
 #                                            torch (cuDNN). triton: the fused Triton forward and
-#                                            backward (kernels/stack.py), graphed only if
-#                                            its own graph_check passes. auto: a race of the two
+#                                            backward (kernels/stack.py), if triton_check passes
+#                                            (else torch). auto: a race of the two
 #                                            bare bf16 steps at batch 64, graphed as training will
 #                                            be (part race, about half a minute), picks the
 #                                            faster; triton must win by 2%. Triton then runs each
@@ -44,8 +44,8 @@
 # Parts (each with its own time limit; a failed part is reported and the others still run):
 #   install        pip install --no-deps --no-build-isolation -e .
 #   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one
-#   graph_check_triton  (--cuda-graph, --backend triton|auto) the same of the Triton step, and the
-#                  parity tests of its gradients and its train step against torch's (bf16 kernels)
+#   triton_check   (--backend auto, or triton with --cuda-graph) the Triton step's graph against its
+#                  eager step, and the parity tests of its gradients and train step against torch's
 #   race           (--backend auto) bench_train.py --no-loop of both bf16 steps -> OUT/benchmarks/race-<device>.json
 #   parity         the kernel parity tests, compiled (TRITON_INTERPRET=0; one config per kernel)
 #   bench_kernels  launch/bench_kernels.py            -> OUT/benchmarks/kernels-<device>.json/.md
@@ -169,21 +169,20 @@ graph_set() {  # --cuda-graph: the graph_check part, then cuda_graph=true for tr
     [[ $GRAPH == 1 ]] || return 0
     part graph_check "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "not triton"
     if [[ $status == ok ]]; then TRAIN_GRAPH=(cuda_graph=true); else echo "gpu_run: graph_check failed: training with the eager step" >&2; fi
-    if [[ $BACKEND != torch ]]; then
-        # its graph against its eager step, and its gradients and steps against torch's (compiled)
-        part graph_check_triton "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py \
-            tests/test_parity_conv.py -k "triton or training_gradients or (dgrad and bf16) or (wgrad and bf16)"
-        [[ $status == ok ]] && TRITON_GRAPH_OK=1
-    fi
+}
+triton_check() {  # --backend triton|auto: the Triton step's graph against its eager step, and its gradients
+    # and train step against torch's, compiled. Skipped (trusted) for --backend triton without
+    # --cuda-graph: a resumed call on the machine where an earlier call checked and raced it.
+    [[ $BACKEND != torch ]] || return 0
+    if [[ $GRAPH == 0 && $BACKEND == triton ]]; then TRITON_OK=1; return 0; fi
+    part triton_check "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py \
+        tests/test_parity_conv.py -k "triton or training_gradients or (dgrad and bf16) or (wgrad and bf16)"
+    [[ $status == ok ]] && TRITON_OK=1
 }
 backend_set() {  # --backend: TRAIN_BACKEND (recipe override) and TRAIN_ENV for the train part; ARGS: the race's size arguments
     local pick="$BACKEND" graphed=() race_graph=() batch=64
-    if [[ $BACKEND != torch && ${#TRAIN_GRAPH[@]} -gt 0 && $TRITON_GRAPH_OK == 0 ]]; then
-        if [[ $BACKEND == triton ]]; then
-            echo "gpu_run: graph_check_triton failed: training the Triton step eagerly" >&2; TRAIN_GRAPH=()
-        else
-            echo "gpu_run: graph_check_triton failed: training the torch step" >&2; pick=torch
-        fi
+    if [[ $BACKEND != torch && $TRITON_OK == 0 ]]; then
+        echo "gpu_run: triton_check failed: training the torch step" >&2; pick=torch
     fi
     if [[ $pick == auto ]]; then
         [[ ${#TRAIN_GRAPH[@]} -gt 0 && $DRY == 0 ]] && { graphed=(--graph); race_graph=(--cuda-graph); }
@@ -216,7 +215,7 @@ quick_bench() {  # --quick-bench: bench_train and bench_data, short; ARGS: bench
     done
 }
 TRAIN_GRAPH=()  # cuda_graph=true once graph_check passed
-TRITON_GRAPH_OK=0  # graph_check_triton passed
+TRITON_OK=0  # triton_check passed (or was trusted)
 TRAIN_BACKEND=()  # backend=triton where --backend picked it
 TRAIN_ENV=()  # env VDSR_AUTOTUNE=first for the Triton step
 
@@ -252,6 +251,7 @@ if [[ $DRY == 1 ]]; then
     part install 300 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
     BENCH_JSON="$OUTDIR/benchmarks/train-dry-run.json"
     graph_set 300
+    triton_check 300
     if [[ $TRAIN_ONLY == 0 ]]; then
         part parity 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_parity_conv.py -k "parity_conv_first or float32_precisions"
         part bench_kernels 300 "$PY" launch/bench_kernels.py --smoke --repeats 1 --out "$OUTDIR/benchmarks"
@@ -287,6 +287,7 @@ else
     part install 60 "$PY" -m pip install --quiet --no-deps --no-build-isolation -e .
     BENCH_JSON="$OUTDIR/benchmarks/train-$DEV.json"
     graph_set 120  # first: the benchmarks then time the graph only where it was found right
+    triton_check 150
     if [[ $TRAIN_ONLY == 0 ]]; then
         part parity 100 env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests -k parity
         part bench_kernels 120 "$PY" launch/bench_kernels.py --repeats 20 --compile-mode "$COMPILE_MODE" --out "$OUTDIR/benchmarks"

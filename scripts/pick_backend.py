@@ -3,8 +3,8 @@
     python scripts/pick_backend.py BENCH_JSON [--graph] [--batch 64] [--margin 0.02]
 
 Reads the rows ``launch/bench_train.py --backends torch triton --no-loop`` wrote, takes the
-bf16 ones at ``--batch`` (the recipes' 64) that were (``--graph``) or were not graphed, as training will run, and
-prints the backend to train with: ``triton`` only where its bare step beats torch's by more than
+bf16 ones at ``--batch`` (the recipes' 64) that were (``--graph``) or were not graphed, as
+training will run, and prints the backend to train with: ``triton`` only where its bare step beats torch's by more than
 ``--margin`` (a share; torch's cuDNN step is the one measured over the long runs), else
 ``torch``. A second line (stderr) gives both rates. Exit status 1 if the file has no torch row
 to compare with.

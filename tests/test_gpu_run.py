@@ -88,8 +88,8 @@ def test_gpu_run_train_only_packs_for_the_device_tool(shared_data, tmp_path):
 
 def test_gpu_run_two_calls_of_a_warm_start_recipe(shared_data, tmp_path):
     """The plan for a loan (benchmarks/README.md): a first call of paper-long-cycle2 (a recipe
-    that starts from weights) with ``--backend auto`` (both graph checks, then the race of the
-    two steps), then a second that resumes the first's last checkpoint with the graph and the
+    that starts from weights) with ``--backend auto`` (the graph check, the Triton step's check,
+    then the race of the two steps), then a second that resumes the first's last checkpoint with the graph and the
     Triton step asked for directly. In the dry run the toy model leaves the recipe's weights out."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     gpu_run = ["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--data", str(shared_data), "--train-only",
@@ -99,7 +99,7 @@ def test_gpu_run_two_calls_of_a_warm_start_recipe(shared_data, tmp_path):
                            "--backend", "auto"], capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = [line.split()[:2] for line in (first / "summary.txt").read_text().splitlines()]
-    parts = ("install", "graph_check", "graph_check_triton", "race", "backend", "train", "eval", "eval_ema", "pack")
+    parts = ("install", "graph_check", "triton_check", "race", "backend", "train", "eval", "eval_ema", "pack")
     assert [p for p, _ in summary] == list(parts) and all(s == "ok" for p, s in summary if p != "backend"), summary
     race = json.loads((first / "benchmarks" / "race-dry-run.json").read_text())
     rates = {r["backend"]: r["bare_step_patches_per_s"] for r in race["rows"]}
