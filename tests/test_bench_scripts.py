@@ -84,7 +84,9 @@ def test_bench_train_bare_step_and_loop(tmp_path):
     for row in data["rows"]:
         assert row["backend"] == "torch" and row["precision"] == "bf16" and data["depth"] == 4
         assert row["bare_step_patches_per_s"] > 0 and row["loop_patches_per_s"] > 0
-        assert abs(row["loop_share_of_bare"] - row["loop_patches_per_s"] / row["bare_step_patches_per_s"]) < 1e-2
+        loop, bare = row["loop_patches_per_s"], row["bare_step_patches_per_s"]
+        rounding = 0.05 / bare * (1 + loop / bare) + 5e-4  # the rates are rounded to 0.1, the share to 0.001
+        assert abs(row["loop_share_of_bare"] - loop / bare) <= rounding, row  # (bf16 emulated on AVX2: ~5 patches/s)
         assert data["bf16_matmul_tflops"] > 0
         # a share of an emulated bf16 matmul means nothing: none is given where bf16 is emulated
         share = row["bare_step_share_of_bf16_matmul"]
