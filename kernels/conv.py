@@ -558,7 +558,7 @@ def conv3x3(
 WGRAD_DTYPES = (torch.bfloat16, torch.float16)
 
 
-def wgrad_meta(cin: int, cout: int, dtype: torch.dtype) -> dict:
+def wgrad_meta(cin: int, cout: int) -> dict:
     """Constexpr arguments of ``_conv_wgrad_kernel``."""
     return dict(CIN=cin, COUT=cout, CIN_P=_p2(cin), COUT_P=_p2(cout), UPCAST=INTERPRET)
 
@@ -597,7 +597,7 @@ def conv3x3_wgrad(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch
     m = n * h * w
     chunk = _wgrad_chunk(m)
     chunks = -(-m // chunk)
-    meta = wgrad_meta(cin, cout, x.dtype)
+    meta = wgrad_meta(cin, cout)
     part = torch.empty(chunks, 9, meta["CIN_P"], meta["COUT_P"], dtype=torch.float32, device=x.device)
     _conv_wgrad_kernel[(chunks, 9)](x, g, part, m, h, w, m.bit_length(), chunk, **meta)
     gw = part.sum(0)[:, :cin, :cout].reshape(3, 3, cin, cout).permute(3, 2, 0, 1)  # [kh,kw,ci,co] -> [co,ci,kh,kw]
@@ -653,7 +653,7 @@ def compile_specs(cin: int = 64, cout: int = 64) -> list[dict]:
             specs.append(dict(
                 kernel="conv_wgrad", fn=_conv_wgrad_kernel.fn, dtype=t,
                 pointers={"x_ptr": t, "g_ptr": t, "part_ptr": "fp32"},
-                constexprs=wgrad_meta(cin, cout, dt), configs=wgrad_configs(),
+                constexprs=wgrad_meta(cin, cout), configs=wgrad_configs(),
             ))  # fmt: skip
         specs.append(dict(
             kernel="conv_last", fn=_conv_last_kernel.fn, dtype=t,
