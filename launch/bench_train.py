@@ -5,8 +5,8 @@
         [--loader auto] [--json benchmarks/train-<device>.json]
 
 Side by side in one run, for every backend (``torch``: eager cuDNN; ``triton``: the fused
-forward and backward of ``kernels/stack.py``) and precision (``bf16`` autocast; ``tf32``, float32 math on TF32 tensor cores, a GPU
-only; ``fp32`` on the CPU):
+forward and backward of ``kernels/stack.py``) and precision (``bf16`` autocast; ``tf32``,
+float32 math on TF32 tensor cores, a GPU only; ``fp32`` on the CPU):
 
 1. the bare step: forward, the SSE loss, backward, adjustable clipping, SGD, on one fixed
    batch of 41x41 patches in channels_last (64, or each of ``--batch-sizes``: a bigger batch
@@ -151,7 +151,8 @@ def loop_patches_per_s(steps: int, backend: str, precision: str, args, batch: in
         argv = ["--config", args.config, "--output-dir", tmp, "--max-steps", str(steps), "--backend", backend,
                 "--loader", args.loader, "--bf16" if precision == "bf16" else "--no-bf16",
                 "--tf32" if precision == "tf32" else "--no-tf32",
-                "--depth", str(args.depth), "--set", f"channels={args.channels}", "val_data=[]", "val_every=0", f"log_every={args.log_every}",
+                "--depth", str(args.depth), "--set", f"channels={args.channels}", "val_data=[]", "val_every=0",
+                f"log_every={args.log_every}",
                 f"checkpoint_every={args.checkpoint_every}", f"epochs={10**6}", f"batch_size={batch}",
                 f"patches_per_epoch={50 * batch}",  # random sampling: an epoch of 50 steps at any batch
                 "--cuda-graph" if graph else "--no-cuda-graph"]  # fmt: skip
@@ -259,14 +260,17 @@ def main(argv=None) -> int:
         for batch, graph in itertools.product(args.batch_sizes, graphs):
             bare = bare_patches_per_s(args.steps, device, backend, precision, args.depth, batch, args.warmup,
                                       graph=graph, channels=args.channels)
-            loop = None if args.no_loop else loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args, batch, graph)
+            loop = {"patches_per_s": None, "patches_per_s_with_warmup": None}  # --no-loop: null fields
+            if not args.no_loop:
+                loop = loop_patches_per_s(max(args.steps, args.loop_steps), backend, precision, args, batch, graph)
+            rate = loop["patches_per_s"]
             tflops = bare * per_patch / 1e12
             rows.append({
                 "backend": backend, "precision": precision, "batch": batch, "cuda_graph": graph,
                 "bare_step_patches_per_s": round(bare, 1),
-                "loop_patches_per_s": loop and round(loop["patches_per_s"], 1),
-                "loop_patches_per_s_with_warmup": loop and loop["patches_per_s_with_warmup"],
-                "loop_share_of_bare": loop and round(loop["patches_per_s"] / bare, 3),
+                "loop_patches_per_s": None if rate is None else round(rate, 1),
+                "loop_patches_per_s_with_warmup": loop["patches_per_s_with_warmup"],
+                "loop_share_of_bare": None if rate is None else round(rate / bare, 3),
                 "bare_step_tflops": round(tflops, 3),
                 "bare_step_share_of_bf16_matmul": None if emulated else round(tflops / peak, 3),
                 # CUDA only (set_sync_debug_mode), of the eager step; the CPU test checks by construction
@@ -276,7 +280,7 @@ def main(argv=None) -> int:
             print(f"{backend:>6} {precision:>4} batch {batch:>4}{' graph' if graph else ''}: bare step {bare:9.1f} "
                   f"patches/s ({tflops:.2f} TFLOP/s, "
                   + ("bf16 emulated here" if emulated else f"{100 * tflops / peak:.1f}% of bf16 matmul") + ")"
-                  + ("" if loop is None else f" | train.py loop {loop['patches_per_s']:9.1f} = "
+                  + ("" if rate is None else f" | train.py loop {rate:9.1f} = "
                      f"{100 * r['loop_share_of_bare']:.1f}% of the bare step")
                   + (f" | {syncs:g} host syncs per step" if syncs is not None else ""), flush=True)  # fmt: skip
     result = {
@@ -292,8 +296,8 @@ def main(argv=None) -> int:
         "cuda_graph": args.cuda_graph,
         "depth": args.depth,
         "channels": args.channels,
-        "loop": None if args.no_loop else {"config": args.config, "data": args.data, "loader": args.loader, "log_every": args.log_every,
-                 "checkpoint_every": args.checkpoint_every},  # fmt: skip
+        "loop": None if args.no_loop else {"config": args.config, "data": args.data, "loader": args.loader,
+                                           "log_every": args.log_every, "checkpoint_every": args.checkpoint_every},  # fmt: skip
         "rows": rows,
     }
     print(f"bf16 matmul rate measured here: {peak:.2f} TFLOP/s. Goals: loop >= 90% of the bare step; "
