@@ -58,6 +58,7 @@ The plain PyTorch twins are :func:`conv3x3_reference` and :func:`conv3x3_wgrad_r
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +71,13 @@ __all__ = [
     "PARITY_TOLERANCE",
     "pack_weight",
     "pack_dgrad_weight",
+    "pack_weights",
+    "pack_dgrad_weights",
     "conv3x3",
     "conv3x3_wgrad",
+    "conv3x3_wgrad_partial",
+    "wgrad_partial_shape",
+    "reduce_wgrad",
     "conv3x3_wgrad_reference",
     "conv3x3_reference",
     "default_precision",
@@ -379,16 +385,18 @@ def _conv_last_kernel(
 @triton.autotune(configs=wgrad_configs(), key=["M_LOG2", "CIN", "COUT"], prune_configs_by={"early_config_prune": _first_only})
 @triton.jit
 def _conv_wgrad_kernel(
-    x_ptr, g_ptr, part_ptr, M, H, W, M_LOG2, CHUNK,
+    x_ptr, g_ptr, part_ptr, bpart_ptr, M, H, W, M_LOG2, CHUNK,
     CIN: tl.constexpr, COUT: tl.constexpr, CIN_P: tl.constexpr, COUT_P: tl.constexpr,
     UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """The weight gradient of one tap over one chunk of pixels: ``part[chunk, tap] = A^T @ G``.
+    """The weight gradient of one tap over one chunk of pixels: ``part[chunk, tap] = A^T @ G``;
+    the tenth program of a chunk (``tap == 9``) sums ``G``'s columns, the bias gradient:
+    ``bpart[chunk] = sum over the chunk's pixels of G``.
 
     Program ``(chunk, tap)``: ``A`` is the input shifted by the tap (``CHUNK`` pixels x Cin, zero
     outside the image: the padding), ``G`` the output gradient (the same pixels x Cout); the
     ``Cin x Cout`` float32 sum over the chunk goes to its slot of ``part``, and the host adds the
-    chunks (deterministic: no atomics). The nine taps of a chunk read the same gradient rows,
+    chunks (deterministic: no atomics). The ten programs of a chunk read the same gradient rows,
     which stay in L2."""
     chunk = tl.program_id(0)
     tap = tl.program_id(1)
@@ -396,23 +404,32 @@ def _conv_wgrad_kernel(
     offs_n = tl.arange(0, COUT_P)
     c_mask = offs_c < CIN
     n_mask = offs_n < COUT
-    acc = tl.zeros([CIN_P, COUT_P], dtype=tl.float32)
     lo = chunk * CHUNK
     hi = tl.minimum(lo + CHUNK, M)
-    for start in tl.range(lo, hi, BLOCK_M):
-        offs_m = start + tl.arange(0, BLOCK_M)
-        m_mask = offs_m < hi
-        w_ = offs_m % W
-        h_ = (offs_m // W) % H
-        src, valid = _tap_source(offs_m, h_, w_, m_mask, H, W, tap)
-        a = tl.load(x_ptr + src.to(tl.int64)[:, None] * CIN + offs_c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
-        g = tl.load(g_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            g = g.to(tl.float32)
-        acc = tl.dot(tl.trans(a), g, acc)
-    out = part_ptr + ((chunk * 9 + tap) * CIN_P + offs_c)[:, None] * COUT_P + offs_n[None, :]
-    tl.store(out, acc)
+    if tap == 9:  # the bias: column sums of G in float32 (no dot)
+        bacc = tl.zeros([COUT_P], dtype=tl.float32)
+        for start in tl.range(lo, hi, BLOCK_M):
+            offs_m = start + tl.arange(0, BLOCK_M)
+            m_mask = offs_m < hi
+            g = tl.load(g_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
+            bacc += tl.sum(g.to(tl.float32), axis=0)
+        tl.store(bpart_ptr + chunk * COUT_P + offs_n, bacc)
+    else:
+        acc = tl.zeros([CIN_P, COUT_P], dtype=tl.float32)
+        for start in tl.range(lo, hi, BLOCK_M):
+            offs_m = start + tl.arange(0, BLOCK_M)
+            m_mask = offs_m < hi
+            w_ = offs_m % W
+            h_ = (offs_m // W) % H
+            src, valid = _tap_source(offs_m, h_, w_, m_mask, H, W, tap)
+            a = tl.load(x_ptr + src.to(tl.int64)[:, None] * CIN + offs_c[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
+            g = tl.load(g_ptr + offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :], mask=m_mask[:, None] & n_mask[None, :], other=0.0)
+            if UPCAST:
+                a = a.to(tl.float32)
+                g = g.to(tl.float32)
+            acc = tl.dot(tl.trans(a), g, acc)
+        out = part_ptr + ((chunk * 9 + tap) * CIN_P + offs_c)[:, None] * COUT_P + offs_n[None, :]
+        tl.store(out, acc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,7 +445,8 @@ def pack_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch
     """``Cout x Cin x 3 x 3`` (nn.Conv2d) -> ``3 x 3 x Cin x Cout`` contiguous, in ``dtype``."""
     if weight.shape[-2:] != (3, 3):
         raise ValueError(f"expected 3x3 conv weights, got {tuple(weight.shape)}")
-    return weight.detach().permute(2, 3, 1, 0).to(dtype or weight.dtype).contiguous()
+    src = weight.detach().permute(2, 3, 1, 0)
+    return torch.empty(src.shape, dtype=dtype or weight.dtype, device=weight.device).copy_(src)  # one launch
 
 
 def _round_bf16(dtype: torch.dtype) -> bool:
@@ -474,7 +492,32 @@ def pack_dgrad_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) ->
     (``[kh, kw, co, ci] = weight[co, ci, 2 - kh, 2 - kw]``), contiguous, in ``dtype``."""
     if weight.shape[-2:] != (3, 3):
         raise ValueError(f"expected 3x3 conv weights, got {tuple(weight.shape)}")
-    return weight.detach().flip(2, 3).permute(2, 3, 0, 1).to(dtype or weight.dtype).contiguous()
+    src = weight.detach().flip(2, 3).permute(2, 3, 0, 1)
+    return torch.empty(src.shape, dtype=dtype or weight.dtype, device=weight.device).copy_(src)  # two launches
+
+
+def pack_weights(weights: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """:func:`pack_weight` of ``L`` layers of one shape at once: ``L`` tensors ``Cout x Cin x 3 x 3``
+    -> ``L x 3 x 3 x Cin x Cout`` contiguous in ``dtype`` (default: the weights'), whose ``[l]``
+    equals ``pack_weight(weights[l], dtype)``. Two launches whatever ``L`` (a stack, then one
+    permuting cast), where packing layer by layer takes two a layer: on a GPU the training step's
+    packing is small kernels whose launches, not bytes, cost."""
+    shapes = {tuple(w.shape) for w in weights}
+    if len(shapes) != 1 or next(iter(shapes))[-2:] != (3, 3):
+        raise ValueError(f"pack_weights: expected 3x3 conv weights of one shape, got {sorted(shapes)}")
+    stacked = torch.stack([w.detach() for w in weights])
+    cout, cin = stacked.shape[1:3]
+    out = torch.empty(len(weights), 3, 3, cin, cout, dtype=dtype or stacked.dtype, device=stacked.device)
+    return out.copy_(stacked.permute(0, 3, 4, 2, 1))
+
+
+def pack_dgrad_weights(packed: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_dgrad_weight` of every layer from :func:`pack_weights`' ``L x 3 x 3 x Cin x
+    Cout``: ``L x 3 x 3 x Cout x Cin``, ``[l, kh, kw, co, ci] = packed[l, 2 - kh, 2 - kw, ci, co]``
+    (the same values, so the same dtype and rounding), contiguous; two launches."""
+    if packed.dim() != 5 or packed.shape[1:3] != (3, 3):
+        raise ValueError(f"pack_dgrad_weights: expected L x 3 x 3 x Cin x Cout, got {tuple(packed.shape)}")
+    return packed.flip(1, 2).transpose(3, 4).contiguous()
 
 
 def conv3x3(
@@ -572,6 +615,76 @@ def _wgrad_chunk(m: int, block: int = 128, programs: int | None = None) -> int:
     return block * max(1, -(-m // (block * (programs or WGRAD_PROGRAMS))))
 
 
+def wgrad_partial_shape(x: torch.Tensor, cout: int) -> tuple[int, int, int, int]:
+    """The shape of :func:`conv3x3_wgrad_partial`'s float32 weight partials for the layer input
+    ``x`` (``N x H x W x Cin``) and ``cout`` output channels: ``(chunks, 9, CIN_P, COUT_P)``; its
+    bias partials are ``(chunks, COUT_P)``."""
+    n, h, w, cin = x.shape
+    m = n * h * w
+    meta = wgrad_meta(cin, cout)
+    return -(-m // _wgrad_chunk(m)), 9, meta["CIN_P"], meta["COUT_P"]
+
+
+def conv3x3_wgrad_partial(
+    x: torch.Tensor,
+    g: torch.Tensor,
+    part: torch.Tensor | None = None,
+    bpart: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias gradients of a 3x3 conv (stride 1, zero padding 1) before their last
+    sum: one launch writing each chunk of pixels' float32 sums (``Cin x Cout`` a tap, and ``Cout``
+    for the bias).
+
+    Args:
+        x: the layer's input, ``N x H x W x Cin`` contiguous NHWC, bfloat16 or float16.
+        g: the gradient of its (pre-activation) output, ``N x H x W x Cout``, the same dtype;
+            Cin, Cout >= 16 (the hidden layers: tensor-core dots over the pixels).
+        part, bpart: where to write, float32 contiguous ``(chunks, 9, CIN_P, COUT_P)`` and
+            ``(chunks, COUT_P)`` (:func:`wgrad_partial_shape`); slices of buffers for many layers,
+            so that one :func:`reduce_wgrad` sums them all. Default: new tensors.
+
+    Returns:
+        ``(part, bpart)``; :func:`reduce_wgrad` turns them (or stacks of them) into the gradients.
+    """
+    if x.dim() != 4 or g.dim() != 4 or not x.is_contiguous() or not g.is_contiguous():
+        raise ValueError("conv3x3_wgrad: x and g must be contiguous 4-D NHWC tensors")
+    n, h, w, cin = x.shape
+    cout = g.shape[3]
+    if g.shape[:3] != x.shape[:3]:
+        raise ValueError(f"conv3x3_wgrad: x is {tuple(x.shape)}, g {tuple(g.shape)}: the pixels differ")
+    if x.dtype not in WGRAD_DTYPES or g.dtype != x.dtype:
+        raise ValueError(f"conv3x3_wgrad: bfloat16 or float16 x and g of one dtype, got {x.dtype} and {g.dtype}")
+    if min(cin, cout) < 16:
+        raise ValueError(f"conv3x3_wgrad: Cin and Cout must be >= 16, got {cin} and {cout}")
+    shape = wgrad_partial_shape(x, cout)
+    bshape = (shape[0], shape[3])
+    part = _out_buffer(part, shape, x.device, "part")
+    bpart = _out_buffer(bpart, bshape, x.device, "bpart")
+    m = n * h * w
+    _conv_wgrad_kernel[(shape[0], 10)](x, g, part, bpart, m, h, w, m.bit_length(), _wgrad_chunk(m), **wgrad_meta(cin, cout))
+    return part, bpart
+
+
+def _out_buffer(buf: torch.Tensor | None, shape: tuple, device: torch.device, name: str) -> torch.Tensor:
+    if buf is None:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    if buf.shape != shape or buf.dtype != torch.float32 or not buf.is_contiguous():
+        raise ValueError(f"conv3x3_wgrad: {name} must be contiguous float32 {shape}, got {buf.dtype} {tuple(buf.shape)}")
+    return buf
+
+
+def reduce_wgrad(part: torch.Tensor, bpart: torch.Tensor, cin: int, cout: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`conv3x3_wgrad_partial`'s ``... x chunks x 9 x CIN_P x COUT_P`` and ``... x chunks x
+    COUT_P`` (any leading dims, e.g. ``L`` layers) -> ``(... x Cout x Cin x 3 x 3, ... x Cout)``
+    float32, contiguous: the chunks summed in a fixed order (deterministic), in three launches
+    whatever the leading dims."""
+    lead = part.shape[:-4]
+    s = part.sum(-4)[..., :cin, :cout].reshape(*lead, 3, 3, cin, cout)  # [..., kh, kw, ci, co]
+    nd = len(lead)
+    gw = s.permute(*range(nd), nd + 3, nd + 2, nd, nd + 1).contiguous()
+    return gw, bpart.sum(-2)[..., :cout].contiguous()
+
+
 def conv3x3_wgrad(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight and bias gradients of a 3x3 conv (stride 1, zero padding 1).
 
@@ -584,24 +697,7 @@ def conv3x3_wgrad(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch
         ``(grad_weight Cout x Cin x 3 x 3, grad_bias Cout)``, float32: the products are exact
         and summed in float32 (over chunks of pixels, then the chunks).
     """
-    if x.dim() != 4 or g.dim() != 4 or not x.is_contiguous() or not g.is_contiguous():
-        raise ValueError("conv3x3_wgrad: x and g must be contiguous 4-D NHWC tensors")
-    n, h, w, cin = x.shape
-    cout = g.shape[3]
-    if g.shape[:3] != x.shape[:3]:
-        raise ValueError(f"conv3x3_wgrad: x is {tuple(x.shape)}, g {tuple(g.shape)}: the pixels differ")
-    if x.dtype not in WGRAD_DTYPES or g.dtype != x.dtype:
-        raise ValueError(f"conv3x3_wgrad: bfloat16 or float16 x and g of one dtype, got {x.dtype} and {g.dtype}")
-    if min(cin, cout) < 16:
-        raise ValueError(f"conv3x3_wgrad: Cin and Cout must be >= 16, got {cin} and {cout}")
-    m = n * h * w
-    chunk = _wgrad_chunk(m)
-    chunks = -(-m // chunk)
-    meta = wgrad_meta(cin, cout)
-    part = torch.empty(chunks, 9, meta["CIN_P"], meta["COUT_P"], dtype=torch.float32, device=x.device)
-    _conv_wgrad_kernel[(chunks, 9)](x, g, part, m, h, w, m.bit_length(), chunk, **meta)
-    gw = part.sum(0)[:, :cin, :cout].reshape(3, 3, cin, cout).permute(3, 2, 0, 1)  # [kh,kw,ci,co] -> [co,ci,kh,kw]
-    return gw.contiguous(), g.reshape(m, cout).sum(0, dtype=torch.float32)
+    return reduce_wgrad(*conv3x3_wgrad_partial(x, g), x.shape[3], g.shape[3])
 
 
 def conv3x3_wgrad_reference(x_nchw: torch.Tensor, g_nchw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -652,7 +748,7 @@ def compile_specs(cin: int = 64, cout: int = 64) -> list[dict]:
         if dt == torch.bfloat16:  # the training backward's weight gradients (bf16 training)
             specs.append(dict(
                 kernel="conv_wgrad", fn=_conv_wgrad_kernel.fn, dtype=t,
-                pointers={"x_ptr": t, "g_ptr": t, "part_ptr": "fp32"},
+                pointers={"x_ptr": t, "g_ptr": t, "part_ptr": "fp32", "bpart_ptr": "fp32"},
                 constexprs=wgrad_meta(cin, cout), configs=wgrad_configs(),
             ))  # fmt: skip
         specs.append(dict(

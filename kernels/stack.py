@@ -14,9 +14,19 @@ activation (as eager autograd would). The backward, layer by layer from the top:
   with the ReLU backward of the layer below fused into its epilogue (zero where that layer's
   saved output is not > 0);
 * the weight and bias gradients of the hidden layers (Cin, Cout >= 16) in bf16/fp16 from
-  :func:`~vdsr_kernels.conv.conv3x3_wgrad` (tensor-core dots over chunks of pixels); the first
-  and last layers' (Cin or Cout = 1), and every layer's in float32, from torch's convolution
-  backward (cuDNN on a GPU), reading the NHWC tensors as channels_last views without copies.
+  :func:`~vdsr_kernels.conv.conv3x3_wgrad_partial` (tensor-core dots over chunks of pixels), every
+  layer's chunk sums in one buffer that one :func:`~vdsr_kernels.conv.reduce_wgrad` adds up; the
+  first and last layers' (Cin or Cout = 1), and every layer's in float32, from torch's
+  convolution backward (cuDNN on a GPU), reading the NHWC tensors as channels_last views without
+  copies.
+
+Small launches cost on a GPU what their bytes do not (a few microseconds each, even inside a
+CUDA graph), so the per-step weight work is batched: the hidden layers' weights are packed in
+two launches (:func:`~vdsr_kernels.conv.pack_weights`), flipped for the backward in two more
+(:func:`~vdsr_kernels.conv.pack_dgrad_weights`), and their weight and bias gradients (the wgrad
+kernel sums the bias too) added up in three. The host-side torch launches of a step then do not
+grow with depth, where they grew by eight a layer
+(``tests/test_parity_conv.py::test_parity_fused_step_launches_do_not_grow_with_depth``).
 
 The network input's gradient, needed only outside training, comes from torch's convolution
 backward.
@@ -30,7 +40,17 @@ from typing import Sequence
 
 import torch
 
-from .conv import WGRAD_DTYPES, conv3x3, conv3x3_wgrad, pack_dgrad_weight, pack_weight
+from .conv import (
+    WGRAD_DTYPES,
+    conv3x3,
+    conv3x3_wgrad_partial,
+    pack_dgrad_weight,
+    pack_dgrad_weights,
+    pack_weight,
+    pack_weights,
+    reduce_wgrad,
+    wgrad_partial_shape,
+)
 
 __all__ = ["vdsr_forward", "vdsr_forward_train", "FusedVDSRFunction", "pack_layers"]
 
@@ -93,13 +113,17 @@ class FusedVDSRFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, dtype: torch.dtype, precision: str, *params: torch.Tensor) -> torch.Tensor:
         weights, biases = params[0::2], params[1::2]
         x = _check_input(x)
+        # the hidden layers' weights packed at once (two launches, not two a layer), kept for the
+        # backward's flipped copies; the first and last layers' (Cin or Cout = 1) one by one
+        hidden = pack_weights(weights[1:-1], dtype) if len(weights) > 2 else None
+        packed = [pack_weight(weights[0], dtype)] + (list(hidden) if hidden is not None else [])
         acts = []  # NHWC outputs of every hidden layer (post-ReLU)
         cur = x
-        for i, (wt, b) in enumerate(zip(weights[:-1], biases[:-1])):
-            cur = conv3x3(cur, pack_weight(wt, dtype), b.detach().float().contiguous(), relu=True, precision=precision)
+        for wp, b in zip(packed, biases[:-1]):
+            cur = conv3x3(cur, wp, b.detach().float().contiguous(), relu=True, precision=precision)
             acts.append(cur)
         out = conv3x3(cur, pack_weight(weights[-1], dtype), biases[-1].detach().float().contiguous(), residual=x)
-        ctx.save_for_backward(x, *acts, *weights)
+        ctx.save_for_backward(x, *acts, *weights, *([hidden] if hidden is not None else []))
         ctx.param_dtypes = [p.dtype for p in params]
         ctx.n_layers, ctx.dtype, ctx.precision = len(weights), dtype, precision
         return out
@@ -108,30 +132,44 @@ class FusedVDSRFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         saved = ctx.saved_tensors
         n_layers = ctx.n_layers
-        x, acts, weights = saved[0], saved[1:n_layers], saved[n_layers:]
+        x, acts, weights = saved[0], saved[1:n_layers], saved[n_layers : 2 * n_layers]
         dtype = ctx.dtype
+        # the hidden layers' input-gradient kernels, flipped and transposed all at once
+        dgrad_hidden = pack_dgrad_weights(saved[2 * n_layers]) if n_layers > 2 else None
         # layer inputs as NCHW views: the network input, then the NHWC activations (channels_last)
         inputs = [x.to(dtype)] + [a.permute(0, 3, 1, 2) for a in acts]
         grad_x = grad_out.to(x.dtype, copy=True) if ctx.needs_input_grad[0] else None  # the residual path
         g = grad_out.to(dtype).contiguous()  # N x 1 x H x W, then N x H x W x C (NHWC)
         grads: list[torch.Tensor | None] = [None] * (2 * n_layers)
+        # hidden layers' weight gradients in Triton (bf16/fp16, >= 16 channels): every layer's
+        # chunk partials in one buffer, summed by one reduce_wgrad after the loop
+        use_wgrad = n_layers > 2 and dtype in WGRAD_DTYPES and min(weights[1].shape[:2]) >= 16
+        if use_wgrad:
+            cout, cin = weights[1].shape[:2]
+            shape = wgrad_partial_shape(acts[0], cout)
+            parts = acts[0].new_empty((n_layers - 2, *shape), dtype=torch.float32)
+            bparts = acts[0].new_empty((n_layers - 2, shape[0], shape[3]), dtype=torch.float32)
         for i in range(n_layers - 1, -1, -1):
             need_x = i == 0 and ctx.needs_input_grad[0]
-            hidden = 0 < i < n_layers - 1 and dtype in WGRAD_DTYPES and min(weights[i].shape[:2]) >= 16
-            if hidden:
-                gw, gb = conv3x3_wgrad(acts[i - 1], g)
+            if use_wgrad and 0 < i < n_layers - 1:
+                conv3x3_wgrad_partial(acts[i - 1], g, parts[i - 1], bparts[i - 1])
             else:
                 w = weights[i].to(dtype)
                 g_nchw = g if i == n_layers - 1 else g.permute(0, 3, 1, 2)
                 gi, gw, gb = torch.ops.aten.convolution_backward(
                     g_nchw, inputs[i], w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_x, True, True]
                 )
-            grads[2 * i] = gw.to(ctx.param_dtypes[2 * i])
-            grads[2 * i + 1] = gb.to(ctx.param_dtypes[2 * i + 1])
+                grads[2 * i] = gw.to(ctx.param_dtypes[2 * i])
+                grads[2 * i + 1] = gb.to(ctx.param_dtypes[2 * i + 1])
             if i > 0:  # the input gradient of layer i, times the ReLU mask of layer i - 1
-                g = conv3x3(g, pack_dgrad_weight(weights[i], dtype), None, relu_mask=acts[i - 1], precision=ctx.precision)
+                wd = dgrad_hidden[i - 1] if i < n_layers - 1 else pack_dgrad_weight(weights[i], dtype)
+                g = conv3x3(g, wd, None, relu_mask=acts[i - 1], precision=ctx.precision)
             elif need_x:
                 grad_x = grad_x + gi.to(grad_x.dtype)
+        if use_wgrad:
+            gws, gbs = reduce_wgrad(parts, bparts, cin, cout)
+            for i, (gw, gb) in enumerate(zip(gws, gbs), start=1):
+                grads[2 * i], grads[2 * i + 1] = gw.to(ctx.param_dtypes[2 * i]), gb.to(ctx.param_dtypes[2 * i + 1])
         return (grad_x, None, None, *grads)
 
 

@@ -19,9 +19,14 @@ from vdsr_kernels.conv import (
     conv3x3,
     conv3x3_reference,
     conv3x3_wgrad,
+    conv3x3_wgrad_partial,
     conv3x3_wgrad_reference,
     pack_dgrad_weight,
+    pack_dgrad_weights,
     pack_weight,
+    pack_weights,
+    reduce_wgrad,
+    wgrad_partial_shape,
 )
 from vdsr_kernels.stack import pack_layers, vdsr_forward
 from vdsr.model import VDSR
@@ -154,6 +159,88 @@ def test_parity_conv_wgrad(dtype, n, h, w, cin, cout, programs, monkeypatch):
         conv3x3_wgrad(x.float(), g.float())
     with pytest.raises(ValueError, match=">= 16"):
         conv3x3_wgrad(x[..., :8].contiguous(), g)
+
+
+def test_parity_wgrad_partials_of_two_layers_in_one_buffer():
+    """The training backward's batching: two layers' chunk partials written into NaN-filled
+    slices of one buffer (an element left unwritten would poison its sum), then one
+    reduce_wgrad, equal to each layer's own conv3x3_wgrad."""
+    torch.manual_seed(3)
+    xs = [torch.relu(torch.randn(2, 9, 11, 32, device=DEVICE)).to(torch.bfloat16) for _ in range(2)]
+    gs = [torch.randn(2, 9, 11, 32, device=DEVICE).to(torch.bfloat16) for _ in range(2)]
+    shape = wgrad_partial_shape(xs[0], 32)
+    parts = nan_like((2, *shape), torch.float32)
+    bparts = nan_like((2, shape[0], shape[3]), torch.float32)
+    for i in range(2):
+        conv3x3_wgrad_partial(xs[i], gs[i], parts[i], bparts[i])
+    gws, gbs = reduce_wgrad(parts, bparts, 32, 32)
+    assert gws.shape == (2, 32, 32, 3, 3) and gbs.shape == (2, 32) and gws.is_contiguous()
+    for i in range(2):
+        gw, gb = conv3x3_wgrad(xs[i], gs[i])
+        assert torch.equal(gws[i], gw) and torch.equal(gbs[i], gb)
+    with pytest.raises(ValueError, match="part must be contiguous float32"):
+        conv3x3_wgrad_partial(xs[0], gs[0], parts[0, :-1])
+    with pytest.raises(ValueError, match="bpart must be contiguous float32"):
+        conv3x3_wgrad_partial(xs[0], gs[0], parts[0], bparts[0].double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_parity_pack_weights_equal_layer_by_layer_packing(dtype):
+    """pack_weights and pack_dgrad_weights (all hidden layers in two launches each) give exactly
+    what pack_weight and pack_dgrad_weight give layer by layer."""
+    ws = [torch.randn(24, 16, 3, 3, device=DEVICE) for _ in range(3)]
+    packed = pack_weights(ws, dtype)
+    dgrad = pack_dgrad_weights(packed)
+    assert packed.shape == (3, 3, 3, 16, 24) and dgrad.shape == (3, 3, 3, 24, 16)
+    assert packed.dtype == dgrad.dtype == dtype and packed.is_contiguous() and dgrad.is_contiguous()
+    for i, w in enumerate(ws):
+        assert torch.equal(packed[i], pack_weight(w, dtype))
+        assert torch.equal(dgrad[i], pack_dgrad_weight(w, dtype))
+    with pytest.raises(ValueError, match="one shape"):
+        pack_weights([ws[0], torch.randn(16, 16, 3, 3, device=DEVICE)])
+    with pytest.raises(ValueError, match="L x 3 x 3 x Cin x Cout"):
+        pack_dgrad_weights(packed[0])
+
+
+class _CountLaunches(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the torch ops that launch a kernel (not views, not allocations)."""
+
+    FREE = {"empty", "new_empty", "empty_strided", "new_empty_strided", "detach", "permute", "view", "alias",
+            "expand", "as_strided", "_reshape_alias", "t", "transpose", "unsqueeze", "select", "slice", "unbind",
+            "_unsafe_view", "set_"}  # fmt: skip
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ not in self.FREE:
+            self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_parity_fused_step_launches_do_not_grow_with_depth(monkeypatch):
+    """The training step's host-side torch launches (weight packing, gradient sums) are batched
+    over the hidden layers: a bf16 forward + backward at depth 6 and at depth 12 makes the same
+    number of them (layer by layer it was 8 more a layer). The Triton kernels are stubbed out:
+    only the torch ops around them are counted, the same on any device."""
+
+    class Stub:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: None
+
+    for name in ("_conv_first_kernel", "_conv_mid_kernel", "_conv_last_kernel", "_conv_wgrad_kernel"):
+        monkeypatch.setattr(kconv, name, Stub())
+    counts = {}
+    for depth in (6, 12):
+        model = VDSR(depth, 16, backend="triton").to(DEVICE)
+        x = torch.rand(2, 1, 6, 7, device=DEVICE)
+        with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16), _CountLaunches() as mode:
+            model(x).float().sum().backward()
+        counts[depth] = mode.ops
+        assert all(p.grad is not None for p in model.parameters())
+    assert len(counts[12]) == len(counts[6]), counts
+    assert len(counts[6]) < 40, counts[6]  # measured 24 (CPU)
 
 
 def test_parity_wgrad_chunks_cover_every_pixel_once():
