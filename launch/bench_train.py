@@ -2,7 +2,7 @@
 
     python launch/bench_train.py [--steps 60] [--backends torch triton] [--precisions bf16 tf32]
         [--batch-sizes 64 [128 256 ...]] [--cuda-graph] [--config demo] [--data DIR ...]
-        [--loader auto] [--json benchmarks/train-<device>.json]
+        [--loader auto] [--profile STEPS] [--json benchmarks/train-<device>.json]
 
 Side by side in one run, for every backend (``torch``: eager cuDNN; ``triton``: the fused
 forward and backward of ``kernels/stack.py``) and precision (``bf16`` autocast; ``tf32``,
@@ -21,6 +21,9 @@ float32 math on TF32 tensor cores, a GPU only; ``fp32`` on the CPU):
    training clock between the first read point past warm-up and the end. ``--no-loop`` skips
    it (the loop fields are null): a quick race of the bare steps, as ``scripts/gpu_run.sh
    --backend auto`` runs before training.
+
+``--profile STEPS`` adds to each eager row where its time goes (``torch.profiler``): on CUDA
+the kernels by device time a step and how many launch a step; on the CPU the ops.
 
 On CUDA it also counts the host synchronisations inside ``train.train_step`` with
 ``torch.cuda.set_sync_debug_mode("warn")`` (goal: 0). Prints patches/s of each, the loop's
@@ -197,6 +200,51 @@ def host_syncs_per_step(backend: str, precision: str, steps: int = 5) -> float:
     return sum("synchroniz" in str(w.message) for w in caught) / steps
 
 
+def step_profile(steps: int, device: str, backend: str, precision: str, depth: int = 20, batch: int = 64,
+                 channels: int = 64, top: int = 12) -> dict:  # fmt: skip
+    """Where the eager step's time goes: ``steps`` steps (after 3 of warm-up) under
+    ``torch.profiler``. On CUDA, the device kernels (the Triton kernels by their names, cuDNN's,
+    the optimizer's), with their launches and device time a step; on the CPU, the torch ops with
+    their self CPU time. A CUDA graph launches the same kernels, less the gaps between them, so
+    ``kernel_ms_per_step`` against the graphed row's step time shows what launching still costs.
+
+    Returns ``{"steps", "kernels_per_step", "kernel_ms_per_step", "top": [{"name",
+    "calls_per_step", "ms_per_step", "share"}]}`` (``top``: the ``top`` longest by time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acc, cfg, model, opt, lr_in, hr = step_setup(device, backend, precision, depth, batch, channels)
+    for _ in range(3):
+        train.train_step(model, opt, acc, cfg, lr_in, hr, 0.1, 1)
+    sync(device)
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            train.train_step(model, opt, acc, cfg, lr_in, hr, 0.1, 1)
+        sync(device)
+    step_teardown()
+    rows = []
+    for e in prof.key_averages():
+        if cuda:
+            if e.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            us = getattr(e, "self_device_time_total", None)
+            us = e.self_cuda_time_total if us is None else us
+        else:
+            us = e.self_cpu_time_total
+        if e.count and us > 0:
+            rows.append((e.key, e.count / steps, us / 1e3 / steps))
+    rows.sort(key=lambda r: -r[2])
+    total = sum(r[2] for r in rows)
+    return {
+        "steps": steps,
+        "kernels_per_step": round(sum(r[1] for r in rows), 2),
+        "kernel_ms_per_step": round(total, 4),
+        "top": [{"name": name[:160], "calls_per_step": round(calls, 2), "ms_per_step": round(ms, 4),
+                 "share": round(ms / total, 4) if total else None} for name, calls, ms in rows[:top]],  # fmt: skip
+    }
+
+
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
@@ -231,6 +279,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=number(int, 1, 1000), default=5, help="untimed bare steps first (5; fewer only for smoke tests)")
     ap.add_argument("--channels", type=number(int, 1, 1024), default=64, help="VDSR width (64; smaller only for smoke tests)")
     ap.add_argument("--checkpoint-every", type=number(int, 1), default=10**9, help="default: only the final checkpoint")
+    ap.add_argument("--profile", type=number(int, 0, 1000), default=0, metavar="STEPS",
+                    help="also profile STEPS eager steps of each backend, precision and batch size: the "
+                         "kernels (CUDA) or ops (CPU) by time, and their launches a step (default 0: off)")
     ap.add_argument("--json", help="default: benchmarks/train-<device>.json")
     args = ap.parse_args(argv)
     for key in ("steps", "log_every", "checkpoint_every", "depth"):
@@ -277,6 +328,12 @@ def main(argv=None) -> int:
                 "host_syncs_per_train_step": syncs,
             })  # fmt: skip
             r = rows[-1]
+            if args.profile and not graph:  # the eager step's kernels (a graph launches the same ones)
+                prof = step_profile(args.profile, device, backend, precision, args.depth, batch, args.channels)
+                r["profile"] = prof
+                print(f"{backend:>6} {precision:>4} batch {batch:>4} profile: {prof['kernels_per_step']:g} "
+                      f"{'kernels' if device == 'cuda' else 'ops'} a step, {prof['kernel_ms_per_step']:.3f} ms; longest: "
+                      + ", ".join(f"{t['name'][:40]} {100 * t['share']:.0f}%" for t in prof["top"][:4]), flush=True)  # fmt: skip
             print(f"{backend:>6} {precision:>4} batch {batch:>4}{' graph' if graph else ''}: bare step {bare:9.1f} "
                   f"patches/s ({tflops:.2f} TFLOP/s, "
                   + ("bf16 emulated here" if emulated else f"{100 * tflops / peak:.1f}% of bf16 matmul") + ")"
@@ -294,6 +351,7 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "batch_sizes": args.batch_sizes,
         "cuda_graph": args.cuda_graph,
+        "profile_steps": args.profile,
         "depth": args.depth,
         "channels": args.channels,
         "loop": None if args.no_loop else {"config": args.config, "data": args.data, "loader": args.loader,

@@ -46,7 +46,8 @@
 #   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one
 #   triton_check   (--backend auto, or triton with --cuda-graph) the Triton step's graph against its
 #                  eager step, and the parity tests of its gradients and train step against torch's
-#   race           (--backend auto) bench_train.py --no-loop of both bf16 steps -> OUT/benchmarks/race-<device>.json
+#   race           (--backend auto) bench_train.py --no-loop --profile 3 of both bf16 steps -> OUT/benchmarks/race-<device>.json
+#                  (each eager step's kernels by device time, and its launches a step)
 #   parity         the kernel parity tests, compiled (TRITON_INTERPRET=0; one config per kernel)
 #   bench_kernels  launch/bench_kernels.py            -> OUT/benchmarks/kernels-<device>.json/.md
 #   bench_train    launch/bench_train.py (torch and triton backends, bf16 and TF32; the device
@@ -265,7 +266,7 @@ if [[ $DRY == 1 ]]; then
         TOY_STEPS=$(( 6 + $("$PY" -c "import json, sys; print(json.load(open(sys.argv[1] + '/train_state.json'))['step'])" "${RESUME[1]}" 2>/dev/null || echo 0) ))  # (no train_state.json: train.py says so)
     fi
     quick_bench --depth 4 --steps 3 --log-every 2 --batch-sizes 8
-    backend_set --depth 3 --channels 16 --steps 1 --warmup 1  # (the Triton step in the interpreter: ~15 s at this size)
+    backend_set --depth 3 --channels 16 --steps 1 --warmup 1 --profile 1  # (the Triton step in the interpreter: ~15 s at this size)
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" "${TOY[@]}" "${TRAIN_SET[@]}"); fi
@@ -298,7 +299,7 @@ else
             --steps 50 --loop-steps 200 --precisions "${BENCH_PREC[@]}" "${BENCH_GRAPH[@]}" --json "$BENCH_JSON"
     fi
     quick_bench --batch-sizes 64 256 --steps 50 --loop-steps 300
-    backend_set --steps 200
+    backend_set --steps 200 --profile 3  # --profile: where each eager step's time goes, kernel by kernel
     if TMIN=$(train_minutes); then
         PLAN=()
         if [[ $ANNEAL == 1 ]]; then read -r -a PLAN < <(anneal_set "$TMIN" checkpoint_minutes=1 "${TRAIN_SET[@]}"); fi

@@ -75,7 +75,7 @@ def test_bench_train_bare_step_and_loop(tmp_path):
     out = tmp_path / "train.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch" / "bench_train.py"), "--steps", "4", "--depth", "4", "--precisions", "bf16",
-         "--log-every", "2", "--loader", "torch", "--batch-sizes", "8", "16", "--json", str(out)],
+         "--log-every", "2", "--loader", "torch", "--batch-sizes", "8", "16", "--profile", "1", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -88,10 +88,15 @@ def test_bench_train_bare_step_and_loop(tmp_path):
         rounding = 0.05 / bare * (1 + loop / bare) + 5e-4  # the rates are rounded to 0.1, the share to 0.001
         assert abs(row["loop_share_of_bare"] - loop / bare) <= rounding, row  # (bf16 emulated on AVX2: ~5 patches/s)
         assert data["bf16_matmul_tflops"] > 0
+        # --profile: the eager step's ops by time (on a GPU its kernels), the convolutions among the longest
+        prof = row["profile"]
+        assert prof["steps"] == 1 and prof["kernels_per_step"] > 0 and prof["kernel_ms_per_step"] > 0
+        assert 0 < sum(t["share"] for t in prof["top"]) <= 1 + 1e-3 and len(prof["top"]) <= 12
+        assert any("conv" in t["name"] for t in prof["top"][:5]), prof["top"]
         # a share of an emulated bf16 matmul means nothing: none is given where bf16 is emulated
         share = row["bare_step_share_of_bf16_matmul"]
         assert share is None if data["bf16_emulated"] else 0 < share, (share, data["bf16_emulated"])
-    assert "batch   16: bare step" in proc.stdout and "of the bare step" in proc.stdout
+    assert "batch   16: bare step" in proc.stdout and "of the bare step" in proc.stdout and "profile: " in proc.stdout
     # which CPU: bf16 rows mean little without knowing whether bfloat16 is native there
     assert data["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability() and data["cpu"]["model"]
     assert data["cpu"]["native_bf16"] is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) is not data["bf16_emulated"]

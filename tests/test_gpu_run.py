@@ -104,6 +104,9 @@ def test_gpu_run_two_calls_of_a_warm_start_recipe(shared_data, tmp_path):
     race = json.loads((first / "benchmarks" / "race-dry-run.json").read_text())
     rates = {r["backend"]: r["bare_step_patches_per_s"] for r in race["rows"]}
     assert set(rates) == {"torch", "triton"} and race["loop"] is None  # the bare steps only
+    # where each step's time goes (--profile): the Triton step's autograd Function is in its profile
+    names = {r["backend"]: [t["name"] for t in r["profile"]["top"]] for r in race["rows"]}
+    assert race["profile_steps"] == 1 and "FusedVDSRFunction" in names["triton"], names
     picked = dict(summary)["backend"]
     assert picked == ("triton" if rates["triton"] > 1.02 * rates["torch"] else "torch")
     config = json.loads((first / "run" / "config.json").read_text())
