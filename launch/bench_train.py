@@ -245,6 +245,22 @@ def step_profile(steps: int, device: str, backend: str, precision: str, depth: i
     }
 
 
+def profile_row(args, device: str, backend: str, precision: str, batch: int) -> dict:
+    """:func:`step_profile` for one row, printed; a profiler that fails (no CUPTI, say) gives
+    ``{"error": ...}`` and the run goes on: the rates (a race's pick) must not be lost to it."""
+    try:
+        prof = step_profile(args.profile, device, backend, precision, args.depth, batch, args.channels)
+    except Exception as e:
+        step_teardown()
+        prof = {"error": f"{type(e).__name__}: {e}"[:300]}
+        print(f"{backend:>6} {precision:>4} batch {batch:>4} profile failed: {prof['error']}", flush=True)
+        return prof
+    print(f"{backend:>6} {precision:>4} batch {batch:>4} profile: {prof['kernels_per_step']:g} "
+          f"{'kernels' if device == 'cuda' else 'ops'} a step, {prof['kernel_ms_per_step']:.3f} ms; longest: "
+          + ", ".join(f"{t['name'][:40]} {100 * t['share']:.0f}%" for t in prof["top"][:4]), flush=True)  # fmt: skip
+    return prof
+
+
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
@@ -329,11 +345,7 @@ def main(argv=None) -> int:
             })  # fmt: skip
             r = rows[-1]
             if args.profile and not graph:  # the eager step's kernels (a graph launches the same ones)
-                prof = step_profile(args.profile, device, backend, precision, args.depth, batch, args.channels)
-                r["profile"] = prof
-                print(f"{backend:>6} {precision:>4} batch {batch:>4} profile: {prof['kernels_per_step']:g} "
-                      f"{'kernels' if device == 'cuda' else 'ops'} a step, {prof['kernel_ms_per_step']:.3f} ms; longest: "
-                      + ", ".join(f"{t['name'][:40]} {100 * t['share']:.0f}%" for t in prof["top"][:4]), flush=True)  # fmt: skip
+                r["profile"] = profile_row(args, device, backend, precision, batch)
             print(f"{backend:>6} {precision:>4} batch {batch:>4}{' graph' if graph else ''}: bare step {bare:9.1f} "
                   f"patches/s ({tflops:.2f} TFLOP/s, "
                   + ("bf16 emulated here" if emulated else f"{100 * tflops / peak:.1f}% of bf16 matmul") + ")"

@@ -161,3 +161,21 @@ def test_bench_recipes_arms_carry_their_own_schedule(tmp_path, monkeypatch):
     assert results["adam"]["lr_step_epochs"] == 15 and results["adam"]["curves"] == {"Set5": {"2": [[64, 35.0]]}}
     assert bench_recipes.schedules(results) == "5 (adam: 15)"
     assert bench_recipes.schedules({"theta1e-4": results["theta1e-4"]}) == "5"
+
+
+def test_bench_train_profile_failure_keeps_the_rates(monkeypatch, capsys):
+    """A profiler that cannot start (no CUPTI on a device, say) is recorded as an error in the
+    row; the run goes on, so a race's rates, and the backend it picks, are not lost to it."""
+    sys.path.insert(0, str(REPO / "launch"))
+    import argparse
+
+    import bench_train
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+
+    monkeypatch.setattr(bench_train, "step_profile", broken)
+    args = argparse.Namespace(profile=3, depth=3, channels=8)
+    row = bench_train.profile_row(args, "cpu", "torch", "fp32", 1)
+    assert row == {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"}
+    assert "profile failed: RuntimeError" in capsys.readouterr().out
