@@ -76,10 +76,13 @@ def batches(n, batch=8, size=21, seed=0):
     return out
 
 
-def make(device, depth=4, channels=8, bf16=False, seed=0):
+def make(device, depth=4, channels=8, bf16=False, seed=0, clip="adjustable"):
     torch.manual_seed(seed)
     model = VDSR(depth, channels).to(device)
-    cfg = train.Config(bf16=bf16, weight_decay=1e-4, clip="adjustable", clip_theta=1e-4)
+    if clip == "norm":  # pytorch-vdsr's step: the summed loss, the global norm clipped at 0.4
+        cfg = train.Config(bf16=bf16, weight_decay=1e-4, clip="norm", clip_theta=0.4, loss="sse_sum")
+    else:
+        cfg = train.Config(bf16=bf16, weight_decay=1e-4, clip="adjustable", clip_theta=1e-4)
     opt = train.make_optimizer(model, cfg)
     return model, opt, cfg
 
@@ -88,13 +91,14 @@ def lr_of(i):
     return 0.1 if i < 5 else 0.01  # a step decay inside the run: the graph is captured again
 
 
-def test_graphed_step_is_the_eager_step_bit_for_bit_cpu(monkeypatch):
+@pytest.mark.parametrize("clip", ["adjustable", "norm"])
+def test_graphed_step_is_the_eager_step_bit_for_bit_cpu(monkeypatch, clip):
     acc = Accelerator(cpu=True)
     data = batches(9)
-    model_e, opt_e, cfg = make("cpu")
+    model_e, opt_e, cfg = make("cpu", clip=clip)
     losses_e = [train.train_step(model_e, opt_e, acc, cfg, x, y, lr_of(i), 1).item() for i, (x, y) in enumerate(data)]
 
-    model_g, opt_g, cfg = make("cpu")
+    model_g, opt_g, cfg = make("cpu", clip=clip)
     monkeypatch.setattr(train, "capture_graph", stand_in_capture(model_g, opt_g))
     step = train.GraphedStep(model_g, opt_g, acc, cfg, world=1, warmup=2)
     losses_g = [step(x, y, lr_of(i)).item() for i, (x, y) in enumerate(data)]
@@ -126,19 +130,22 @@ def test_graphed_step_refused_where_it_cannot_run():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a CUDA graph needs a CUDA device (the CPU test above checks the bookkeeping)")
-@pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_cuda_graph_matches_the_eager_step(backend):
+@pytest.mark.parametrize("backend,clip", [("torch", "adjustable"), ("torch", "norm"), ("triton", "adjustable")])
+def test_cuda_graph_matches_the_eager_step(backend, clip):
     """VDSR-20, batch 64 of 41 x 41, bf16, channels_last: 10 steps (3 eager, then the graph at lr
     0.1 and, captured again, at 0.01) against 10 eager steps from the same weights. cuDNN's
     gradient sums may differ in the last bits between runs, so the bound is relative to how far
-    the weights moved: a skipped, doubled or stale step moves them by a large share of that."""
+    the weights moved: a skipped, doubled or stale step moves them by a large share of that.
+    ``norm``: pytorch-vdsr's step (the summed loss, the gradient's global norm clipped at 0.4;
+    launch/configs/pytorch-vdsr.yaml), whose norm must be computed on the device, not read back."""
     acc = Accelerator(mixed_precision="bf16")  # as train.py makes it for bf16: the eager step's autocast
     data = [(x.cuda().contiguous(memory_format=torch.channels_last), y.cuda()) for x, y in batches(10, 64, 41)]
     runs = []
     for graphed in (False, True):
         torch.manual_seed(0)
         model = VDSR(20, 64, backend=backend).cuda().to(memory_format=torch.channels_last)
-        cfg = train.Config(bf16=True, backend=backend)
+        extra = dict(clip="norm", clip_theta=0.4, loss="sse_sum") if clip == "norm" else {}
+        cfg = train.Config(bf16=True, backend=backend, **extra)
         opt = train.make_optimizer(model, cfg)
         start = [p.detach().clone() for p in model.parameters()]
         step = train.GraphedStep(model, opt, acc, cfg, world=1) if graphed else None

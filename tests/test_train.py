@@ -623,7 +623,7 @@ def test_bf16_auto_follows_the_hardware_and_explicit_bf16_warns_where_emulated(t
 def test_every_shipped_recipe_loads(recipe):
     """Every recipe in launch/configs passes the start-up checks of its keys."""
     cfg = train.load_config(train.parse_args(["--config", recipe]))
-    assert cfg.depth == 20 and cfg.batch_size == 64 and cfg.scales == [2, 3, 4]
+    assert cfg.depth == 20 and cfg.batch_size == (128 if recipe == "pytorch-vdsr" else 64) and cfg.scales == [2, 3, 4]
     steps = cfg.epochs * (cfg.patches_per_epoch // cfg.batch_size if cfg.sampling == "random" else 1)
     assert steps > 0
 
