@@ -500,7 +500,7 @@ def pack_weights(weights: Sequence[torch.Tensor], dtype: torch.dtype | None = No
     """:func:`pack_weight` of ``L`` layers of one shape at once: ``L`` tensors ``Cout x Cin x 3 x 3``
     -> ``L x 3 x 3 x Cin x Cout`` contiguous in ``dtype`` (default: the weights'), whose ``[l]``
     equals ``pack_weight(weights[l], dtype)``. Two launches whatever ``L`` (a stack, then one
-    permuting cast), where packing layer by layer takes two a layer: on a GPU the training step's
+    permuting cast), where packing layer by layer takes ``L``: on a GPU the training step's
     packing is small kernels whose launches, not bytes, cost."""
     shapes = {tuple(w.shape) for w in weights}
     if len(shapes) != 1 or next(iter(shapes))[-2:] != (3, 3):
