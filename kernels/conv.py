@@ -78,6 +78,7 @@ __all__ = [
     "conv3x3_wgrad_partial",
     "wgrad_partial_shape",
     "reduce_wgrad",
+    "interpreter_loop_problem",
     "conv3x3_wgrad_reference",
     "conv3x3_reference",
     "default_precision",
@@ -656,6 +657,8 @@ def conv3x3_wgrad_partial(
         raise ValueError(f"conv3x3_wgrad: bfloat16 or float16 x and g of one dtype, got {x.dtype} and {g.dtype}")
     if min(cin, cout) < 16:
         raise ValueError(f"conv3x3_wgrad: Cin and Cout must be >= 16, got {cin} and {cout}")
+    if INTERPRET and (why := interpreter_loop_problem()):
+        raise RuntimeError(f"conv3x3_wgrad: {why}")
     shape = wgrad_partial_shape(x, cout)
     bshape = (shape[0], shape[3])
     part = _out_buffer(part, shape, x.device, "part")
@@ -663,6 +666,27 @@ def conv3x3_wgrad_partial(
     m = n * h * w
     _conv_wgrad_kernel[(shape[0], 10)](x, g, part, bpart, m, h, w, m.bit_length(), _wgrad_chunk(m), **wgrad_meta(cin, cout))
     return part, bpart
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = (text.split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def interpreter_loop_problem(triton_version: str | None = None, numpy_version: str | None = None) -> str | None:
+    """Why the interpreter cannot run the wgrad kernel here (None: it can).
+
+    The wgrad kernel loops over runtime bounds (its chunk of pixels). Triton 3.6's interpreter
+    turns such a bound into a 1-element array and calls ``int()`` on it, which NumPy 2.4 refuses
+    ("only 0-dimensional arrays can be converted to Python scalars"); triton 3.7's interpreter
+    squeezes it first. Compiled (a GPU), every triton version in ``pyproject.toml`` is fine."""
+    import numpy
+
+    tv, nv = _version(triton_version or triton.__version__), _version(numpy_version or numpy.__version__)
+    if tv < (3, 7) and nv >= (2, 4):
+        return (f"triton {tv[0]}.{tv[1]}'s interpreter (TRITON_INTERPRET=1) cannot loop over runtime bounds with "
+                f"NumPy {nv[0]}.{nv[1]}: install triton>=3.7 (the pin) or numpy<2.4, or run on a GPU")  # fmt: skip
+    return None
 
 
 def _out_buffer(buf: torch.Tensor | None, shape: tuple, device: torch.device, name: str) -> torch.Tensor:

@@ -161,6 +161,21 @@ def test_parity_conv_wgrad(dtype, n, h, w, cin, cout, programs, monkeypatch):
         conv3x3_wgrad(x[..., :8].contiguous(), g)
 
 
+def test_wgrad_interpreter_version_check(monkeypatch):
+    """Triton 3.6's interpreter with NumPy >= 2.4 cannot run the wgrad kernel's runtime loop
+    (seen on the CPU with the GPU machines' torch 2.11): the launcher says so in one line, naming
+    both versions, instead of the interpreter's "only 0-dimensional arrays" deep in a backward."""
+    check = kconv.interpreter_loop_problem
+    assert check("3.7.1", "2.4.6") is None and check("3.6.0", "2.3.5") is None and check("3.10.0", "2.4.0") is None
+    why = check("3.6.0", "2.4.6")
+    assert "triton 3.6" in why and "NumPy 2.4" in why and "triton>=3.7" in why
+    monkeypatch.setattr(kconv, "INTERPRET", True)
+    monkeypatch.setattr(kconv, "interpreter_loop_problem", lambda: why)
+    x = torch.zeros(1, 4, 4, 16, device=DEVICE, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=r"^conv3x3_wgrad: triton 3\.6's interpreter"):
+        conv3x3_wgrad(x, x)
+
+
 def test_parity_wgrad_partials_of_two_layers_in_one_buffer():
     """The training backward's batching: two layers' chunk partials written into NaN-filled
     slices of one buffer (an element left unwritten would poison its sum), then one
