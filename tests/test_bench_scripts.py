@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,3 +180,51 @@ def test_bench_train_profile_failure_keeps_the_rates(monkeypatch, capsys):
     row = bench_train.profile_row(args, "cpu", "torch", "fp32", 1)
     assert row == {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"}
     assert "profile failed: RuntimeError" in capsys.readouterr().out
+
+
+def test_bench_grad_precision_compares_bf16_and_tf32_gradients(tmp_path):
+    """bench_grad_precision: TF32 rounding is to nearest even at 10 bits, and the script reports,
+    for a weights file and for 'he', both precisions' gradient errors against float32 (TF32's,
+    with 3 more mantissa bits, the smaller) and the batch noise they are set against."""
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(REPO / "launch"))
+    from bench_grad_precision import round_tf32
+
+    from vdsr.checkpoint import save_weights
+    from vdsr.model import VDSR
+
+    x = torch.tensor([1.0, 1 + 2**-11, 1 + 3 * 2**-11, -1 - 2**-11, 1 + 2**-12, 3.14159265])
+    assert round_tf32(x).tolist() == [1.0, 1.0, 1 + 2**-9, -1.0, 1.0, 3.140625]
+    data = tmp_path / "imgs"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (100, 110, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    torch.manual_seed(0)
+    save_weights(tmp_path / "toy.safetensors", VDSR(depth=4, channels=8))
+    out = tmp_path / "grad.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench_grad_precision.py"), "--weights", "he", str(tmp_path / "toy.safetensors"),
+         "--data", str(data), "--batches", "3", "--batch-size", "4", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["weights"] for r in report["rows"]][0] == "he-init (seed 0)" and report["batches"] == 3
+    toy = report["rows"][1]
+    assert toy["sha256"] and len(toy["layer_batch_noise"]) == 4 and toy["batch_noise"] > 0
+    for p in ("bf16", "tf32"):
+        assert 0 < toy[p]["error"] < 1 and 0 < toy[p]["cosine"] <= 1 and len(toy[p]["layer_error"]) == 4
+    assert toy["tf32"]["error"] < toy["bf16"]["error"]
+    # bf16 emulated in float32 (BF16Conv, what long runs use): the same error as the CPU's autocast
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench_grad_precision.py"), "--weights", str(tmp_path / "toy.safetensors"),
+         "--data", str(data), "--batches", "3", "--batch-size", "4", "--bf16", "emulated", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    emulated = json.loads(out.read_text())
+    assert emulated["bf16"] == "emulated" and emulated["rows"][0]["tf32"]["error"] == pytest.approx(toy["tf32"]["error"], rel=1e-2)
+    assert 0.5 < emulated["rows"][0]["bf16"]["error"] / toy["bf16"]["error"] < 2
