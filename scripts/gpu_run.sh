@@ -43,7 +43,8 @@
 #
 # Parts (each with its own time limit; a failed part is reported and the others still run):
 #   install        pip install --no-deps --no-build-isolation -e .
-#   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one
+#   graph_check    (--cuda-graph) tests/test_graphed_step.py: the graphed step against the eager one, in the
+#                  precision train runs in (bf16, or TF32 with --train-set "bf16=false tf32=true")
 #   triton_check   (--backend auto, or triton with --cuda-graph) the Triton step's graph against its
 #                  eager step, and the parity tests of its gradients and train step against torch's
 #   race           (--backend auto) bench_train.py --no-loop --profile 3 of both bf16 steps -> OUT/benchmarks/race-<device>.json
@@ -168,7 +169,10 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run, log to OUT/logs/NAME.log, r
 
 graph_set() {  # --cuda-graph: the graph_check part, then cuda_graph=true for train if it passed
     [[ $GRAPH == 1 ]] || return 0
-    part graph_check "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "not triton"
+    # the graphed step's cases in the precision train runs in: bf16, or TF32 with --train-set "bf16=false tf32=true"
+    local other=tf32
+    [[ " ${TRAIN_SET[*]} " == *" bf16=false "* ]] && other=bf16
+    part graph_check "$1" env VDSR_AUTOTUNE=first "$PY" -m pytest -q -p no:cacheprovider tests/test_graphed_step.py -k "not triton and not $other"
     if [[ $status == ok ]]; then TRAIN_GRAPH=(cuda_graph=true); else echo "gpu_run: graph_check failed: training with the eager step" >&2; fi
 }
 triton_check() {  # --backend triton|auto: the Triton step's graph against its eager step, and its gradients

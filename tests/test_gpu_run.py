@@ -90,7 +90,8 @@ def test_gpu_run_two_calls_of_a_warm_start_recipe(shared_data, tmp_path):
     """The plan for a loan (benchmarks/README.md): a first call of paper-long-cycle2 (a recipe
     that starts from weights) with ``--backend auto`` (the graph check, the Triton step's check,
     then the race of the two steps), then a second that resumes the first's last checkpoint with the graph and the
-    Triton step asked for directly. In the dry run the toy model leaves the recipe's weights out."""
+    Triton step asked for directly (the plan's fallback), and a third as the plan's second: float32 with TF32, the
+    graph checked in that precision first. In the dry run the toy model leaves the recipe's weights out."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     gpu_run = ["bash", str(REPO / "scripts" / "gpu_run.sh"), "--dry-run", "--data", str(shared_data), "--train-only",
                "--recipe", "paper-long-cycle2"]  # fmt: skip
@@ -127,6 +128,18 @@ def test_gpu_run_two_calls_of_a_warm_start_recipe(shared_data, tmp_path):
     assert f"resumed from {last} (step {step})" in (second / "logs" / "train.log").read_text()
     assert json.loads((second / "run" / "summary.json").read_text())["steps"] == step + 6  # it went on
     assert (tmp_path / "p2" / "checkpoint.tgz").is_file()
+    # the plan's second call: the lr 0.001 phase in float32 with TF32 (cuDNN), its graph checked in TF32
+    last = sorted((second / "run" / "checkpoints").glob("step-*"))[-1]
+    third = tmp_path / "g3"
+    proc = subprocess.run([*gpu_run, "--out", str(third), "--pack", str(tmp_path / "p3"), "--train-minutes", "1", "--cuda-graph",
+                           "--train-set", "bf16=false tf32=true batch_size=1 val_data=[]", "--resume", str(last), "--backend", "torch"],
+                          capture_output=True, text=True, timeout=1200, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    parts = [line.split()[:2] for line in (third / "summary.txt").read_text().splitlines()]
+    assert parts == [[p, "ok"] for p in ("install", "graph_check", "train", "eval", "eval_ema", "pack")], parts
+    assert '-k not triton and not bf16' in (third / "logs" / "graph_check.log").read_text()  # the TF32 case, not bf16's
+    config = json.loads((third / "run" / "config.json").read_text())
+    assert (config["backend"], config["bf16"], config["tf32"], config["cuda_graph"]) == ("torch", False, True, True)
 
 
 def test_gpu_run_quick_bench_measures_the_rate_for_the_plan(shared_data, tmp_path):

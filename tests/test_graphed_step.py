@@ -130,22 +130,28 @@ def test_graphed_step_refused_where_it_cannot_run():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a CUDA graph needs a CUDA device (the CPU test above checks the bookkeeping)")
-@pytest.mark.parametrize("backend,clip", [("torch", "adjustable"), ("torch", "norm"), ("triton", "adjustable")])
-def test_cuda_graph_matches_the_eager_step(backend, clip):
+@pytest.mark.parametrize("backend,clip,precision", [("torch", "adjustable", "bf16"), ("torch", "norm", "bf16"),
+                                                   ("triton", "adjustable", "bf16"), ("torch", "adjustable", "tf32")])
+def test_cuda_graph_matches_the_eager_step(backend, clip, precision):
     """VDSR-20, batch 64 of 41 x 41, bf16, channels_last: 10 steps (3 eager, then the graph at lr
     0.1 and, captured again, at 0.01) against 10 eager steps from the same weights. cuDNN's
     gradient sums may differ in the last bits between runs, so the bound is relative to how far
     the weights moved: a skipped, doubled or stale step moves them by a large share of that.
     ``norm``: pytorch-vdsr's step (the summed loss, the gradient's global norm clipped at 0.4;
-    launch/configs/pytorch-vdsr.yaml), whose norm must be computed on the device, not read back."""
-    acc = Accelerator(mixed_precision="bf16")  # as train.py makes it for bf16: the eager step's autocast
+    launch/configs/pytorch-vdsr.yaml), whose norm must be computed on the device, not read back.
+    ``tf32``: float32 weights and activations with TF32 convs (``bf16: false, tf32: true``), the
+    precision whose gradients are 3x closer to float32's at the shipped weights
+    (``launch/bench_grad_precision.py``)."""
+    bf16 = precision == "bf16"
+    acc = Accelerator(mixed_precision="bf16" if bf16 else "no")  # as train.py makes it: the eager step's autocast
+    train.set_tf32(not bf16)
     data = [(x.cuda().contiguous(memory_format=torch.channels_last), y.cuda()) for x, y in batches(10, 64, 41)]
     runs = []
     for graphed in (False, True):
         torch.manual_seed(0)
         model = VDSR(20, 64, backend=backend).cuda().to(memory_format=torch.channels_last)
         extra = dict(clip="norm", clip_theta=0.4, loss="sse_sum") if clip == "norm" else {}
-        cfg = train.Config(bf16=True, backend=backend, **extra)
+        cfg = train.Config(bf16=bf16, tf32=not bf16, backend=backend, **extra)
         opt = train.make_optimizer(model, cfg)
         start = [p.detach().clone() for p in model.parameters()]
         step = train.GraphedStep(model, opt, acc, cfg, world=1) if graphed else None
