@@ -678,8 +678,9 @@ def interpreter_loop_problem(triton_version: str | None = None, numpy_version: s
 
     The wgrad kernel loops over runtime bounds (its chunk of pixels). Triton 3.6's interpreter
     turns such a bound into a 1-element array and calls ``int()`` on it, which NumPy 2.4 refuses
-    ("only 0-dimensional arrays can be converted to Python scalars"); triton 3.7's interpreter
-    squeezes it first. Compiled (a GPU), every triton version in ``pyproject.toml`` is fine."""
+    ("only 0-dimensional arrays can be converted to Python scalars"; seen with 2.4.6, while 2.3.5
+    works); triton 3.7's interpreter squeezes it first. Compiled (a GPU), triton 3.6 and 3.7 both
+    build the kernel (``benchmarks/compile-sm90*.md``)."""
     import numpy
 
     tv, nv = _version(triton_version or triton.__version__), _version(numpy_version or numpy.__version__)

@@ -133,7 +133,7 @@ def test_graphed_step_refused_where_it_cannot_run():
 @pytest.mark.parametrize("backend,clip,precision", [("torch", "adjustable", "bf16"), ("torch", "norm", "bf16"),
                                                    ("triton", "adjustable", "bf16"), ("torch", "adjustable", "tf32")])
 def test_cuda_graph_matches_the_eager_step(backend, clip, precision):
-    """VDSR-20, batch 64 of 41 x 41, bf16, channels_last: 10 steps (3 eager, then the graph at lr
+    """VDSR-20, batch 64 of 41 x 41, bf16 (or TF32), channels_last: 10 steps (3 eager, then the graph at lr
     0.1 and, captured again, at 0.01) against 10 eager steps from the same weights. cuDNN's
     gradient sums may differ in the last bits between runs, so the bound is relative to how far
     the weights moved: a skipped, doubled or stale step moves them by a large share of that.
