@@ -63,57 +63,44 @@ def round_tf32(t: torch.Tensor) -> torch.Tensor:
     return bits.view(torch.float32)
 
 
-class TF32Conv(torch.autograd.Function):
-    """3x3 conv (padding 1) as cuDNN computes it with TF32: operands rounded to TF32, float32 sums."""
-
-    @staticmethod
-    def forward(ctx, x, w, b):
-        xr, wr = round_tf32(x), round_tf32(w)
-        ctx.save_for_backward(xr, wr)
-        return F.conv2d(xr, wr, b, padding=1)
-
-    @staticmethod
-    def backward(ctx, g):
-        xr, wr = ctx.saved_tensors
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            round_tf32(g), xr, wr, [wr.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True]
-        )
-        return gx, gw, gb
-
-
 def round_bf16(t: torch.Tensor) -> torch.Tensor:
     """float32 -> the nearest bfloat16 value (ties to even), still float32."""
     return t.bfloat16().float()
 
 
-class BF16Conv(torch.autograd.Function):
-    """3x3 conv (padding 1) as a GPU computes it under bf16 autocast, in float32 arithmetic:
-    operands (and the bias) rounded to bf16, float32 sums, every product's result rounded to bf16
-    (the output, and in the backward the input, weight and bias gradients). About 6x faster than
-    the CPU's own bf16 autocast where it has no bf16 instructions (``--bf16 emulated``)."""
+class RoundedConv(torch.autograd.Function):
+    """3x3 conv (padding 1) with its operands rounded by ``rnd`` and float32 sums, in both
+    directions (the forward, and the input- and weight-gradient products of the backward).
+
+    ``rounds_results=False`` is TF32 as cuDNN does it (``round_tf32``: float32 bias, outputs and
+    gradients); ``True`` is a GPU's bf16 autocast in float32 arithmetic (``round_bf16``: the bias
+    and every product's result rounded too), about 6x faster than the CPU's own bf16 autocast
+    where it has no bf16 instructions (``--bf16 emulated``)."""
 
     @staticmethod
-    def forward(ctx, x, w, b):
-        xr, wr = round_bf16(x), round_bf16(w)
+    def forward(ctx, x, w, b, rnd, rounds_results):
+        xr, wr = rnd(x), rnd(w)
         ctx.save_for_backward(xr, wr)
-        return round_bf16(F.conv2d(xr, wr, round_bf16(b), padding=1))
+        ctx.rnd, ctx.rounds_results = rnd, rounds_results
+        out = F.conv2d(xr, wr, rnd(b) if rounds_results else b, padding=1)
+        return rnd(out) if rounds_results else out
 
     @staticmethod
     def backward(ctx, g):
         xr, wr = ctx.saved_tensors
         grads = torch.ops.aten.convolution_backward(
-            round_bf16(g), xr, wr, [wr.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True]
+            ctx.rnd(g), xr, wr, [wr.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True]
         )
-        return tuple(round_bf16(t) for t in grads)
+        return (*(ctx.rnd(t) if ctx.rounds_results else t for t in grads), None, None)
 
 
 def forward(model: VDSR, x: torch.Tensor, precision: str, bf16: str = "autocast") -> torch.Tensor:
-    conv = {"tf32": TF32Conv, "bf16": BF16Conv}.get(precision)
-    if conv is not None and (precision == "tf32" or bf16 == "emulated"):
+    if precision == "tf32" or (precision == "bf16" and bf16 == "emulated"):
+        rounding = (round_tf32, False) if precision == "tf32" else (round_bf16, True)
         h = x
         for layer in model.layers[:-1]:
-            h = F.relu(conv.apply(h, layer.weight, layer.bias))
-        return x + conv.apply(h, model.layers[-1].weight, model.layers[-1].bias)
+            h = F.relu(RoundedConv.apply(h, layer.weight, layer.bias, *rounding))
+        return x + RoundedConv.apply(h, model.layers[-1].weight, model.layers[-1].bias, *rounding)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model(x.contiguous(memory_format=torch.channels_last))
 
@@ -127,10 +114,9 @@ def gradient(model: VDSR, lr: torch.Tensor, hr: torch.Tensor, precision: str, bf
     return torch.cat([p.grad.float().flatten() for p in model.parameters()]), loss.item()
 
 
-def compare(model: VDSR, g32: torch.Tensor, l32: list, g: torch.Tensor, losses: list) -> dict:
-    """The error of ``g`` (batches x parameters) against the float32 gradients ``g32``."""
-    gbar = g32.mean(0)
-    sizes = [c.weight.numel() + c.bias.numel() for c in model.layers]
+def compare(g32: torch.Tensor, gbar: torch.Tensor, l32: list, g: torch.Tensor, losses: list, sizes: list) -> dict:
+    """The error of ``g`` (batches x parameters) against the float32 gradients ``g32`` (mean
+    ``gbar``); ``sizes``: the parameters of each layer, for the errors layer by layer."""
     return {
         "error": round(float(((g - g32).norm(dim=1) / g32.norm(dim=1)).mean()), 4),
         "cosine": round(float(F.cosine_similarity(g, g32, dim=1).mean()), 5),
@@ -161,7 +147,7 @@ def measure(model: VDSR, batches: list, bar: tqdm, bf16: str = "autocast") -> di
                               for a in g32.split(sizes, dim=1)],  # fmt: skip
         "loss32": float(f"{sum(losses['fp32']) / len(batches):.5g}"),
         "grad_norm": float(f"{float(gbar.norm()):.4g}"),
-        **{p: compare(model, g32, losses["fp32"], torch.stack(grads[p]), losses[p]) for p in PRECISIONS},
+        **{p: compare(g32, gbar, losses["fp32"], torch.stack(grads[p]), losses[p], sizes) for p in PRECISIONS},
     }
 
 
@@ -175,7 +161,7 @@ def main() -> int:
     ap.add_argument("--scales", type=number(int, 2), nargs="+", default=[2, 3, 4])
     ap.add_argument("--seed", type=number(int, 0), default=0)
     ap.add_argument("--bf16", choices=["autocast", "emulated"], default="autocast",
-                    help="bf16 as torch's CPU autocast computes it (default), or emulated in float32 (BF16Conv; faster)")
+                    help="bf16 as torch's CPU autocast computes it (default), or emulated in float32 (RoundedConv; faster)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     t0 = time.perf_counter()

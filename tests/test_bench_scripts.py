@@ -218,7 +218,7 @@ def test_bench_grad_precision_compares_bf16_and_tf32_gradients(tmp_path):
     for p in ("bf16", "tf32"):
         assert 0 < toy[p]["error"] < 1 and 0 < toy[p]["cosine"] <= 1 and len(toy[p]["layer_error"]) == 4
     assert toy["tf32"]["error"] < toy["bf16"]["error"]
-    # bf16 emulated in float32 (BF16Conv, what long runs use): the same error as the CPU's autocast
+    # bf16 emulated in float32 (RoundedConv, what long runs use): the same error as the CPU's autocast
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch" / "bench_grad_precision.py"), "--weights", str(tmp_path / "toy.safetensors"),
          "--data", str(data), "--batches", "3", "--batch-size", "4", "--bf16", "emulated", "--json", str(out)],
