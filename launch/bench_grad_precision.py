@@ -161,7 +161,8 @@ def main() -> int:
     ap.add_argument("--scales", type=number(int, 2), nargs="+", default=[2, 3, 4])
     ap.add_argument("--seed", type=number(int, 0), default=0)
     ap.add_argument("--bf16", choices=["autocast", "emulated"], default="autocast",
-                    help="bf16 as torch's CPU autocast computes it (default), or emulated in float32 (RoundedConv; faster)")
+                    help="bf16 as torch's CPU autocast computes it (default), "
+                         "or emulated in float32 (RoundedConv; faster)")  # fmt: skip
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     t0 = time.perf_counter()
