@@ -2,6 +2,7 @@
 
     python launch/cycle_report.py RUN_DIR --json benchmarks/NAME-<device>.json
         [--data ../shared/data/Set5 ../shared/data/Set14] [--scales 2 3 4] [--ema]
+    python launch/cycle_report.py --compare A.json B.json [...] -o BOTH.png [--json BOTH.json]
 
 ``RUN_DIR`` is a finished run of ``launch/train.py`` that started from ``init_weights`` (a warm
 restart, a fine-tuning; e.g. ``--config warm-restart`` or ``--config adam-finetune``). Its
@@ -20,6 +21,13 @@ steps (the weights' moving average dashed when the run kept one; the best public
 Refused with one line naming the file: a run with no init weights, an unfinished run (no
 ``summary.json``), or an init file whose sha256 is no longer the one recorded (the file was
 replaced since the run started: the run is compared with what it started from, or not at all).
+
+``--compare`` evaluates nothing: it sets records written by this script for runs from the same
+start (a pair that differs in one setting, e.g. ``precision-tail`` in bf16 and float32) side by
+side. It prints each cell's end per record and each later record minus the first, draws every
+record's validation curve (of the weights it evaluated: raw, or the moving average) minus the
+start on one figure (``-o``, PNG), and with ``--json`` writes those differences. Records from
+different starts (another ``init_sha256``) are refused, naming the file.
 """
 
 from __future__ import annotations
@@ -136,15 +144,108 @@ def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str,
     plt.close(fig)
 
 
+def compare(records: dict[str, dict]) -> dict:
+    """Records of this script (``{name: record}``, the first the baseline) for runs from one start:
+    each one's end evaluation and, for every record after the first, its end minus the first's,
+    per cell. Raises InputError naming the record whose start differs from the first's."""
+    (base_name, base), *rest = records.items()
+    for name, rec in rest:
+        if rec.get("init_sha256") != base.get("init_sha256"):
+            raise InputError(f"{name}: started from {rec.get('init_weights')} (sha256 {str(rec.get('init_sha256'))[:12]}), "
+                             f"not from {base_name}'s start (sha256 {str(base.get('init_sha256'))[:12]}): not a pair")  # fmt: skip
+    return {
+        "records": {n: {"weights": r["weights"], "steps": r["steps"], "patch_steps": r["patch_steps"],
+                        "schedule": r["schedule"], "eval_run_end": r["eval_run_end"]} for n, r in records.items()},
+        "eval_start": base["eval_start"], "init_weights": base["init_weights"], "init_sha256": base["init_sha256"],
+        "minus_first": {n: diff(r["eval_run_end"], base["eval_run_end"]) for n, r in rest},
+    }  # fmt: skip
+
+
+def plot_compare(records: dict[str, dict], path: Path) -> dict:
+    """Every record's validation curve (raw or moving average, as the record evaluated) minus the
+    start's evaluation, per scale: a colour a scale, a line style a record. Returns what it drew:
+    ``{"RECORD xS": [[step, dB minus the start], ...]}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    start = next(iter(records.values()))["eval_start"]
+    styles = ("-", "--", ":", "-.")
+    name, drawn = None, {}
+    for j, (label, rec) in enumerate(records.items()):
+        val = rec["validation"]
+        name = next((n for n in val if not n.endswith(" EMA") and n in start), None)
+        if name is None:
+            continue
+        curve = val.get(f"{name} EMA", val[name]) if rec["weights"] == "model_ema.safetensors" else val[name]
+        for i, (s, points) in enumerate(sorted(curve.items())):
+            if s in start[name]:
+                drawn[f"{label} x{s}"] = [[x, round(y - start[name][s], 4)] for x, y in points]
+                xs, ys = zip(*drawn[f"{label} x{s}"])
+                ax.plot(xs, ys, ls=styles[j % len(styles)], marker="o", ms=3, color=f"C{i}", label=f"x{s}: {label}")
+    ax.axhline(0.0, color="black", lw=0.8)
+    batch = next(iter(records.values()))["schedule"].get("batch_size")
+    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name or 'validation'} PSNR minus the start's (dB)",
+           title=f"{' vs '.join(records)}: validation minus the start")  # fmt: skip
+    ax.legend(fontsize=8, ncol=2, loc="lower left")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return drawn
+
+
+def compare_main(ap, args) -> int:
+    if not args.out:
+        ap.error("--compare needs -o OUT.png")
+    if len(args.compare) < 2:
+        ap.error("--compare needs two records or more")
+    ap.check_output(args.out)
+    if args.json:
+        ap.check_output(args.json)
+    records = {}
+    try:
+        for f in args.compare:
+            try:
+                records[Path(f).stem] = json.loads(Path(f).read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise InputError(f"{f}: cannot be read as a record of cycle_report.py ({e})") from e
+            if "eval_run_end" not in records[Path(f).stem]:
+                raise InputError(f"{f}: not a record of cycle_report.py (no eval_run_end)")
+        result = compare(records)
+    except InputError as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+    first = next(iter(records))
+    for ds, by in result["eval_start"].items():
+        for s, v in by.items():
+            ends = "  ".join(f"{n} {r['eval_run_end'][ds][s]:.3f}" for n, r in records.items() if s in r["eval_run_end"].get(ds, {}))
+            minus = "  ".join(f"{n} - {first} {d[ds][s]:+.3f}" for n, d in result["minus_first"].items() if s in d.get(ds, {}))
+            print(f"{ds} x{s}: start {v:.3f}  {ends}  ({minus})")
+    plot_compare(records, Path(args.out))
+    if args.json:
+        write_json(Path(args.json), {"what": f"{' vs '.join(records)}: runs from one start, side by side", "command":
+                   f"python launch/cycle_report.py --compare {' '.join(args.compare)} -o {args.out} --json {args.json}", **result})  # fmt: skip
+    print(f"wrote {args.out}" + (f" and {args.json}" if args.json else ""), file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = ArgParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", help="the run folder (launch/train.py --output-dir)")
-    ap.add_argument("--json", required=True, help="where to write the record (and its .png)")
+    ap.add_argument("run", nargs="?", help="the run folder (launch/train.py --output-dir)")
+    ap.add_argument("--json", help="where to write the record (and its .png); with --compare, the differences")
+    ap.add_argument("--compare", nargs="+", metavar="JSON", help="set earlier records of runs from one start side by side (evaluates nothing)")
+    ap.add_argument("-o", "--out", help="with --compare: the PNG to write")
     ap.add_argument("--data", nargs="+", default=[str(REPO.parent / "shared" / "data" / n) for n in ("Set5", "Set14")])
     ap.add_argument("--scales", nargs="+", type=number(int, 2, 16), default=[2, 3, 4])
     ap.add_argument("--ema", action="store_true",
                     help="compare the moving average of the run's weights (model_ema.safetensors; ema_decay > 0) with its start")
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare_main(ap, args)
+    if not args.run or not args.json:
+        ap.error("give a run folder and --json (or --compare RECORDS -o OUT.png)")
     ap.check_output(args.json)
     run = Path(args.run)
     weights = "model_ema.safetensors" if args.ema else "model.safetensors"

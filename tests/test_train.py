@@ -278,6 +278,43 @@ def test_cycle_report_figure_without_a_dataset_in_common(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cycle_report_sets_a_pair_of_records_side_by_side(tmp_path, capsys):
+    """--compare: each later record's end minus the first's per cell, one figure of both curves
+    (the moving average where the record evaluated it), and a refusal naming the record that
+    started from other weights."""
+    import cycle_report
+
+    def record(end, sha="abc", weights="model_ema.safetensors", val=None):
+        val = val or {"Set5": {"2": [[100, 30.0], [200, 30.5]]}, "Set5 EMA": {"2": [[100, 30.1], [200, 30.2]]}}
+        return {"init_weights": "w.safetensors", "init_sha256": sha, "weights": weights, "steps": 200,
+                "patch_steps": 12800, "schedule": {"batch_size": 64, "bf16": True}, "validation": val,
+                "eval_start": {"Set5": {"2": 30.0, "3": 28.0}}, "eval_run_end": end}  # fmt: skip
+
+    a, b, c = tmp_path / "fp32.json", tmp_path / "bf16.json", tmp_path / "other.json"
+    a.write_text(json.dumps(record({"Set5": {"2": 30.25, "3": 28.5}})))
+    b.write_text(json.dumps(record({"Set5": {"2": 30.2, "3": 28.75}}, weights="model.safetensors")))
+    c.write_text(json.dumps(record({"Set5": {"2": 31.0, "3": 29.0}}, sha="def")))
+    png, out = tmp_path / "pair.png", tmp_path / "pair.json"
+    assert cycle_report.main(["--compare", str(a), str(b), "-o", str(png), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["minus_first"] == {"bf16": {"Set5": {"2": -0.05, "3": 0.25}}}
+    assert got["records"]["fp32"]["eval_run_end"]["Set5"]["2"] == 30.25 and got["eval_start"]["Set5"]["3"] == 28.0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Set5 x3: start 28.000  fp32 28.500  bf16 28.750  (bf16 - fp32 +0.250)" in capsys.readouterr().out
+    # the curve drawn is the one the record evaluated: the first's moving average, the second's raw weights
+    drawn = cycle_report.plot_compare({"fp32": json.loads(a.read_text()), "bf16": json.loads(b.read_text())}, tmp_path / "x.png")
+    assert drawn == {"fp32 x2": [[100, 0.1], [200, 0.2]], "bf16 x2": [[100, 0.0], [200, 0.5]]}
+    with pytest.raises(SystemExit) as e:
+        cycle_report.main(["--compare", str(a), str(c), "-o", str(tmp_path / "no.png")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "other: started from w.safetensors (sha256 def)" in err and "not a pair" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "no.png").exists()
+    with pytest.raises(SystemExit):
+        cycle_report.main(["--compare", str(a), str(b)])  # no -o
+    assert "--compare needs -o OUT.png" in capsys.readouterr().err
+
+
 def test_cycle_report_compares_a_warm_started_run_with_its_start(tiny, tmp_path, capsys):
     """launch/cycle_report.py: both models evaluated as `vdsr eval` does, their difference per
     cell, the verdict; refuses a run whose start file changed, or one that had no start file."""
