@@ -208,6 +208,8 @@ def compare_main(ap, args) -> int:
     records = {}
     try:
         for f in args.compare:
+            if Path(f).stem in records:
+                raise InputError(f"{f}: a second record named {Path(f).stem} (the figure and the differences tell records by file name)")
             try:
                 records[Path(f).stem] = json.loads(Path(f).read_text())
             except (OSError, json.JSONDecodeError) as e:

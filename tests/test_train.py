@@ -310,6 +310,11 @@ def test_cycle_report_sets_a_pair_of_records_side_by_side(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "other: started from w.safetensors (sha256 def)" in err and "not a pair" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "no.png").exists()
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "fp32.json").write_text(a.read_text())
+    with pytest.raises(SystemExit):
+        cycle_report.main(["--compare", str(a), str(tmp_path / "again" / "fp32.json"), "-o", str(tmp_path / "no.png")])
+    assert "a second record named fp32" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cycle_report.main(["--compare", str(a), str(b)])  # no -o
     assert "--compare needs -o OUT.png" in capsys.readouterr().err
