@@ -105,6 +105,16 @@ def lr_decay_steps(config: dict, steps: int) -> list[int]:
     return [s for s in range(per, steps, per) if lr_at(sched, s, per) < lr_at(sched, s - 1, per)]
 
 
+def save_figure(fig, path: Path) -> None:
+    """The figure as a PNG at ``path``, written atomically; the figure closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str, path: Path,
               decays: tuple = ()) -> None:  # fmt: skip
     """Validation PSNR minus the start's evaluation, per scale, against steps: the raw weights
@@ -138,10 +148,7 @@ def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str,
         ax.legend(fontsize=8, ncol=3, loc="lower right")
     else:
         ax.text(0.5, 0.5, "no validation set in common with the evaluation", ha="center", transform=ax.transAxes)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def compare(records: dict[str, dict]) -> dict:
@@ -190,14 +197,13 @@ def plot_compare(records: dict[str, dict], path: Path) -> dict:
     ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name or 'validation'} PSNR minus the start's (dB)",
            title=f"{' vs '.join(records)}: validation minus the start")  # fmt: skip
     ax.legend(fontsize=8, ncol=2, loc="lower left")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return drawn
 
 
 def compare_main(ap, args) -> int:
+    if args.run:
+        ap.error("--compare reads records, not a run folder: drop the run folder (or --compare)")
     if not args.out:
         ap.error("--compare needs -o OUT.png")
     if len(args.compare) < 2:
@@ -208,13 +214,14 @@ def compare_main(ap, args) -> int:
     records = {}
     try:
         for f in args.compare:
-            if Path(f).stem in records:
-                raise InputError(f"{f}: a second record named {Path(f).stem} (the figure and the differences tell records by file name)")
+            stem = Path(f).stem
+            if stem in records:
+                raise InputError(f"{f}: a second record named {stem} (the figure and the differences tell records by file name)")
             try:
-                records[Path(f).stem] = json.loads(Path(f).read_text())
+                records[stem] = json.loads(Path(f).read_text())
             except (OSError, json.JSONDecodeError) as e:
                 raise InputError(f"{f}: cannot be read as a record of cycle_report.py ({e})") from e
-            if "eval_run_end" not in records[Path(f).stem]:
+            if "eval_run_end" not in records[stem]:
                 raise InputError(f"{f}: not a record of cycle_report.py (no eval_run_end)")
         result = compare(records)
     except InputError as e:

@@ -316,6 +316,9 @@ def test_cycle_report_sets_a_pair_of_records_side_by_side(tmp_path, capsys):
         cycle_report.main(["--compare", str(a), str(tmp_path / "again" / "fp32.json"), "-o", str(tmp_path / "no.png")])
     assert "a second record named fp32" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        cycle_report.main([str(tmp_path), "--compare", str(a), str(b), "-o", str(tmp_path / "no.png")])
+    assert "--compare reads records, not a run folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         cycle_report.main(["--compare", str(a), str(b)])  # no -o
     assert "--compare needs -o OUT.png" in capsys.readouterr().err
 
