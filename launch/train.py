@@ -79,6 +79,7 @@ class Config:
     depth: int = 20
     channels: int = 64
     batch_size: int = 64  # global, over all ranks
+    patch_size: int = 41  # HR/LR patch side (the paper's 41 = the receptive field); larger: fewer zero-padded borders
     sampling: str = "random"  # or "fixed"
     patches_per_epoch: int = 3200  # random mode
     fixed_count: int | None = None  # fixed mode: a seeded subset of the grid
@@ -124,7 +125,7 @@ class Config:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected one of {', '.join(allowed)}")
-        minimum = {"depth": 3, "channels": 1, "batch_size": 1, "patches_per_epoch": 1, "epochs": 1,
+        minimum = {"depth": 3, "channels": 1, "batch_size": 1, "patch_size": 8, "patches_per_epoch": 1, "epochs": 1,
                    "lr_step_epochs": 1, "loader_workers": 0, "loader_chunk": 1, "log_every": 1, "val_every": 0,
                    "checkpoint_every": 1, "keep_checkpoints": 1, "seed": 0, "max_steps": 1,
                    "fixed_count": 1, "inject_nan_at": 1}  # fmt: skip
@@ -635,12 +636,13 @@ def main(argv=None) -> int:
     set_seed(cfg.seed)  # the same initial weights on every rank
 
     # data: every image decoded once; this rank's shard of the draws
-    store = load_store(resolve_folders(cfg.data, DEMO_TRAIN), crop_size(cfg.scales))
+    crop = crop_size(cfg.scales, cfg.patch_size)  # a patch, its margins, on every scale's grid
+    store = load_store(resolve_folders(cfg.data, DEMO_TRAIN), crop)
     if cfg.downsize:
-        add_downsized(store, cfg.downsize, crop_size(cfg.scales))
+        add_downsized(store, cfg.downsize, crop)
     sampler = PatchSampler(
         store.sizes, cfg.scales, cfg.batch_size // world, cfg.sampling, cfg.patches_per_epoch,
-        cfg.fixed_count, cfg.rotate, cfg.seed, rank, world,
+        cfg.fixed_count, cfg.rotate, cfg.seed, rank, world, cfg.patch_size,
     )  # fmt: skip
     loader = make_loader(store, sampler, cfg.loader, device, cfg.loader_workers, cfg.loader_chunk)
     steps_per_epoch = len(sampler)

@@ -53,26 +53,31 @@ def test_crop_size_and_margin_cover_the_dependency_radius():
         assert origin + CROP <= 200 and (hi - origin) + PATCH + 4 * s <= CROP
 
 
+@pytest.mark.parametrize("patch", [PATCH, 64])
 @pytest.mark.parametrize("scale", [2, 3, 4])
-def test_patch_equals_whole_image_degradation(scale, rng):
+def test_patch_equals_whole_image_degradation(scale, patch, rng):
     """The LR patch is exactly the same crop of the whole-image degradation (to 1e-5), for
-    every patch position phase, flips and transposes included."""
+    every patch position phase, flips and transposes included; at the paper's 41 x 41 and a
+    larger patch (``patch_size``), whose crop is larger."""
     img = to_y(smooth_image(rng, 132, 156))
     store_images = [img]
+    crop = crop_size([2, 3, 4], patch)
+    assert crop == (CROP if patch == PATCH else 108)
     h, w = (img.shape[0] // scale) * scale, (img.shape[1] // scale) * scale
     whole = degrade(torch.from_numpy(img[:h, :w]).double()[None, None], scale)[0, 0].numpy()
-    lo, hi = position_range(min(h, w), scale, CROP)
+    lo, hi = position_range(min(h, w), scale, crop)
     ys = np.array([lo, lo + 1, lo + scale - 1, (lo + hi) // 2, hi - 1, hi])
     xs = np.array([hi, lo + 2, lo, lo + 5, (lo + hi) // 2 + 1, lo + 3])
     n = len(ys)
     for fh, fv, tr in [(0, 0, 0), (1, 0, 0), (0, 1, 1), (1, 1, 1)]:
         d = Draws(np.zeros(n, int), ys, xs, np.full(n, scale), np.full(n, bool(fh)), np.full(n, bool(fv)), np.full(n, bool(tr)))
-        crops = torch_crops(type("S", (), {"images": store_images})(), d, CROP)
-        _, _, oy, ox = d.crop_boxes(CROP)
-        lr, hr = synthesize(crops, d.scale, oy, ox)
+        crops = torch_crops(type("S", (), {"images": store_images})(), d, crop)
+        _, _, oy, ox = d.crop_boxes(crop, patch)
+        lr, hr = synthesize(crops, d.scale, oy, ox, patch=patch)
+        assert lr.shape == hr.shape == (n, 1, patch, patch)
         for k in range(n):
-            want_lr = whole[ys[k] : ys[k] + PATCH, xs[k] : xs[k] + PATCH]
-            want_hr = img[ys[k] : ys[k] + PATCH, xs[k] : xs[k] + PATCH]
+            want_lr = whole[ys[k] : ys[k] + patch, xs[k] : xs[k] + patch]
+            want_hr = img[ys[k] : ys[k] + patch, xs[k] : xs[k] + patch]
             for arr_name in ("want_lr", "want_hr"):
                 a = locals()[arr_name]
                 a = a[:, ::-1] if fh else a
@@ -92,6 +97,7 @@ def test_store_y_matches_protocol_and_grey_is_own_y(folder):
     grey = np.asarray(Image.open(folder / "b.png"))
     assert np.array_equal(store.images[1], grey.astype(np.float32) / 255)
     assert store.per_folder == {"train": 3}
+    assert store.summary().startswith("3 training images of 3 found (train: 3)")
 
 
 @pytest.mark.skipif(SKIP_DALI, reason="NVIDIA DALI not importable here (never skipped under CI)")
@@ -102,27 +108,31 @@ def test_dali_decoder_equals_pillow(folder):
     assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
 
 
-def reference_hr(store, d: Draws) -> np.ndarray:
+def reference_hr(store, d: Draws, patch: int = PATCH) -> np.ndarray:
     """HR patches by plain numpy: cut at (y, x), then flip_h, flip_v, transpose."""
     out = []
     for k in range(len(d.image)):
-        p = store.images[d.image[k]][d.y[k] : d.y[k] + PATCH, d.x[k] : d.x[k] + PATCH]
+        p = store.images[d.image[k]][d.y[k] : d.y[k] + patch, d.x[k] : d.x[k] + patch]
         p = p[:, ::-1] if d.flip_h[k] else p
         p = p[::-1] if d.flip_v[k] else p
         out.append(p.T if d.transpose[k] else p)
     return np.stack(out)
 
 
-@pytest.mark.parametrize("loader", ["torch"] + ([] if SKIP_DALI else ["dali"]))
-def test_crops_flips_and_mixed_scales(folder, loader):
-    store = load_store([folder], CROP)
-    sampler = PatchSampler(store.sizes, batch_size=16, patches_per_epoch=48, rotate=True, seed=3)
+@pytest.mark.parametrize("patch", [PATCH, 50])
+@pytest.mark.parametrize("loader", ["torch", "device"] + ([] if SKIP_DALI else ["dali"]))
+def test_crops_flips_and_mixed_scales(folder, loader, patch):
+    """Every executor cuts the drawn patches (the paper's 41 x 41, or ``patch_size``), flips
+    and transposes included, and mixes the scales inside a batch."""
+    store = load_store([folder], crop_size([2, 3, 4], patch))
+    sampler = PatchSampler(store.sizes, batch_size=16, patches_per_epoch=48, rotate=True, seed=3, patch=patch)
+    assert sampler.crop == crop_size([2, 3, 4], patch) and (sampler.crop > CROP) == (patch > PATCH)
     draws = list(sampler.epoch(0))
-    batches = list(make_loader(store, sampler, loader).epoch(0))
+    batches = list(make_loader(store, sampler, loader, "cpu").epoch(0))
     assert len(batches) == len(draws) == 3
     for d, (lr, hr, scale) in zip(draws, batches):
-        assert lr.shape == hr.shape == (16, 1, PATCH, PATCH) and lr.dtype == torch.float32
-        assert np.array_equal(hr[:, 0].numpy(), reference_hr(store, d))
+        assert lr.shape == hr.shape == (16, 1, patch, patch) and lr.dtype == torch.float32
+        assert np.array_equal(hr[:, 0].numpy(), reference_hr(store, d, patch))
         assert scale.tolist() == d.scale.tolist()
     scales = torch.cat([b[2] for b in batches])
     assert set(scales.tolist()) == {2, 3, 4} and len(set(batches[0][2].tolist())) > 1  # mixed inside a batch
@@ -302,7 +312,7 @@ def test_device_stream_gather_is_the_dihedral_augmentation():
     bits = np.arange(n)
     draws = Draws(image=bits % 2, y=np.full(n, 20), x=np.full(n, 21), scale=np.array([2, 3, 4, 2, 3, 4, 2, 3]),
                   flip_h=(bits & 1) > 0, flip_v=(bits & 2) > 0, transpose=(bits & 4) > 0)  # fmt: skip
-    table, groups = draw_table(draws, CROP)
+    table, groups = draw_table(draws, CROP, PATCH)
     assert [g[0] for g in groups] == [2, 3, 4] and groups[-1][2] == n
     crops = gather_crops(DeviceStore(store, "cpu"), torch.from_numpy(table), CROP)
     ref = torch_crops(store, draws, CROP)[table[:, -1]]  # the table is sorted by scale

@@ -451,6 +451,7 @@ def test_bad_config_is_a_clear_error(tmp_path):
         ("bf16=maybe", "bf16 = 'maybe'; expected true, false or auto"),
         ("cuda_graph=1", "cuda_graph = 1; expected true or false"),
         ("loader_chunk=0", "loader_chunk = 0; expected an integer >= 1"),
+        ("patch_size=4", "patch_size = 4; expected an integer >= 8"),
         ("scales=[2,1]", "scale 1 is not supported"),
     ]:
         with pytest.raises(train.InputError, match=re.escape(message)):
@@ -542,6 +543,34 @@ def test_pytorch_vdsr_step_and_downsizing_train(tiny, tmp_path):
     for bad in (["downsize=[1.5]"], ["downsize=0.5"], ["loss=l1"]):
         with pytest.raises(train.InputError, match=bad[0].split("=")[0]):
             run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "bad"), "--set", *bad])
+
+
+def test_patch_size_sets_the_patches_and_their_crops(tiny, tmp_path, monkeypatch):
+    """patch_size=64: the sampler, the crops (a patch plus its margins) and the batches the step
+    sees are all 64 x 64, and config.json records it."""
+    seen = []
+    real = train.make_loader
+
+    def recording(store, sampler, *args, **kwargs):
+        seen.append((sampler.patch, sampler.crop, min(min(hw) for hw in store.sizes)))
+        loader = real(store, sampler, *args, **kwargs)
+        epoch = loader.epoch
+
+        def shapes(e):
+            for lr, hr, scale in epoch(e):
+                seen.append((tuple(lr.shape), tuple(hr.shape)))
+                yield lr, hr, scale
+
+        loader.epoch = shapes
+        return loader
+
+    monkeypatch.setattr(train, "make_loader", recording)
+    out = tmp_path / "run"
+    assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "2", "--set", "patch_size=64"]) == 0
+    assert json.loads((out / "config.json").read_text())["patch_size"] == 64
+    patch, crop, smallest = seen[0]
+    assert patch == 64 and crop == train.crop_size([2, 3, 4], 64) == 108 and smallest >= crop
+    assert seen[1:3] == [((8, 1, 64, 64), (8, 1, 64, 64))] * 2
 
 
 def test_add_downsized_copies():
@@ -668,7 +697,11 @@ def test_bf16_auto_follows_the_hardware_and_explicit_bf16_warns_where_emulated(t
 def test_every_shipped_recipe_loads(recipe):
     """Every recipe in launch/configs passes the start-up checks of its keys."""
     cfg = train.load_config(train.parse_args(["--config", recipe]))
-    assert cfg.depth == 20 and cfg.batch_size == (128 if recipe == "pytorch-vdsr" else 64) and cfg.scales == [2, 3, 4]
+    batch = {"pytorch-vdsr": 128, "patch96-tail": 12}.get(recipe, 64)
+    assert cfg.depth == 20 and cfg.batch_size == batch and cfg.scales == [2, 3, 4]
+    assert cfg.patch_size == (96 if recipe == "patch96-tail" else 41)
+    if recipe == "patch96-tail":  # as many pixels a step as 64 patches of 41 x 41, within 3%
+        assert abs(cfg.batch_size * cfg.patch_size**2 / (64 * 41**2) - 1) < 0.03
     steps = cfg.epochs * (cfg.patches_per_epoch // cfg.batch_size if cfg.sampling == "random" else 1)
     assert steps > 0
 

@@ -73,11 +73,11 @@ class DeviceStore:
         return self.flat.numel() * 4
 
 
-def draw_table(draws: Draws, crop: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+def draw_table(draws: Draws, crop: int, patch: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """The batch's draws as an int64 ``B x 10`` table, rows sorted by scale (stable), and the
     ``(scale, start, stop)`` row ranges of each scale. The last column (``_ROWS``) is each
     row's place in the sampler's order."""
-    cy, cx, oy, ox = draws.crop_boxes(crop)
+    cy, cx, oy, ox = draws.crop_boxes(crop, patch)
     order = np.argsort(draws.scale, kind="stable")
     table = np.stack(
         [draws.image, cy, cx, draws.flip_h, draws.flip_v, draws.transpose, oy, ox, draws.scale, np.arange(len(cy))],
@@ -154,7 +154,7 @@ class DevicePatchStream:
 
     def _build(self, draws: Draws) -> tuple[Batch, torch.cuda.Event | None]:
         crop, patch = self.sampler.crop, self.sampler.patch
-        table, groups = draw_table(draws, crop)
+        table, groups = draw_table(draws, crop, patch)
         host = torch.from_numpy(table)
         consumer = None
         if self.cuda:

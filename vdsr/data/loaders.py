@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .device_stream import DevicePatchStream
-from .patches import Draws, PatchSampler, default_degrade, synthesize
+from .patches import Draws, PatchSampler, crop_origin, default_degrade, synthesize
 from .store import ImageStore
 
 __all__ = ["PatchLoader", "make_loader", "dali_available"]
@@ -49,7 +49,7 @@ def dali_available() -> tuple[bool, str]:
 
 def torch_crops(store: ImageStore, draws: Draws, crop: int) -> torch.Tensor:
     """The augmented ``B x L x L`` crops of ``draws`` with numpy slicing (the PyTorch executor)."""
-    cy, cx, _, _ = draws.crop_boxes(crop)
+    cy, cx = crop_origin(draws.y, draws.scale), crop_origin(draws.x, draws.scale)
     out = np.empty((len(draws.image), crop, crop), dtype=np.float32)
     for k in range(len(out)):
         c = store.images[draws.image[k]][cy[k] : cy[k] + crop, cx[k] : cx[k] + crop]
@@ -95,7 +95,7 @@ class _BatchSource:
             return [crops.numpy()[..., None], *flags]
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)  # one thread per worker process: the workers are the parallelism
-        _, _, oy, ox = plain.crop_boxes(self.sampler.crop)
+        _, _, oy, ox = plain.crop_boxes(self.sampler.crop, self.sampler.patch)
         lr, hr = synthesize(crops, d.scale, oy, ox, default_degrade(torch.device("cpu")), self.sampler.patch)
         return [lr[:, 0, :, :, None].numpy(), hr[:, 0, :, :, None].numpy(), *flags]
 
@@ -176,7 +176,7 @@ class PatchLoader:
         if self.executor == "torch":
             for draws in self.sampler.epoch(epoch):
                 crops = torch_crops(self.store, draws, crop).to(self.device, non_blocking=True)
-                _, _, oy, ox = draws.crop_boxes(crop)
+                _, _, oy, ox = draws.crop_boxes(crop, self.sampler.patch)
                 lr, hr = synthesize(crops, draws.scale, oy, ox, self.degrade, self.sampler.patch)
                 yield lr, hr, torch.as_tensor(draws.scale, dtype=torch.int64, device=self.device)
             return
@@ -189,7 +189,7 @@ class PatchLoader:
                 lr, hr = (t.unsqueeze(1) for t in tensors)
             else:
                 crops = tensors[0].to(self.device, non_blocking=True)
-                _, _, oy, ox = draws.crop_boxes(crop)
+                _, _, oy, ox = draws.crop_boxes(crop, self.sampler.patch)
                 lr, hr = synthesize(crops, draws.scale, oy, ox, self.degrade, self.sampler.patch)
             yield lr, hr, scale
 

@@ -93,11 +93,11 @@ class Draws:
     flip_v: np.ndarray
     transpose: np.ndarray
 
-    def crop_boxes(self, crop: int):
-        """Crop origins ``(cy, cx)`` and the patch offsets inside the augmented crop."""
+    def crop_boxes(self, crop: int, patch: int):
+        """Crop origins ``(cy, cx)`` and the offsets of the ``patch x patch`` patch inside the augmented crop."""
         s = self.scale
         cy, cx = crop_origin(self.y, s), crop_origin(self.x, s)
-        oy, ox = augmented_offset(self.y - cy, self.x - cx, self.flip_h, self.flip_v, self.transpose, crop)
+        oy, ox = augmented_offset(self.y - cy, self.x - cx, self.flip_h, self.flip_v, self.transpose, crop, patch)
         return cy, cx, oy, ox
 
 

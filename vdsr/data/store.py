@@ -58,7 +58,8 @@ class ImageStore:
     def summary(self) -> str:
         folders = ", ".join(f"{k}: {v}" for k, v in self.per_folder.items())
         return (
-            f"{len(self.images)} training images ({folders}); decoded once by {self.decoder}; "
+            f"{len(self.images)} training images of {sum(self.per_folder.values())} found ({folders}); "
+            f"decoded once by {self.decoder}; "
             f"{len(self.converted)} converted, {len(self.skipped)} skipped"
         )
 
