@@ -168,6 +168,15 @@ def compare(records: dict[str, dict]) -> dict:
     }  # fmt: skip
 
 
+def step_label(records: dict[str, dict]) -> str:
+    """The x axis of a comparison: "step (batch 64)" where every record has one batch size, else
+    each record's, e.g. "step (batch: a 64, b 12)" (a step of one is not a step of the other)."""
+    batches = {name: rec["schedule"].get("batch_size") for name, rec in records.items()}
+    if len(set(batches.values())) == 1:
+        return f"step (batch {next(iter(batches.values()))})"
+    return "step (batch: " + ", ".join(f"{name} {b}" for name, b in batches.items()) + ")"
+
+
 def plot_compare(records: dict[str, dict], path: Path) -> dict:
     """Every record's validation curve (raw or moving average, as the record evaluated) minus the
     start's evaluation, per scale: a colour a scale, a line style a record. Returns what it drew:
@@ -193,8 +202,7 @@ def plot_compare(records: dict[str, dict], path: Path) -> dict:
                 xs, ys = zip(*drawn[f"{label} x{s}"])
                 ax.plot(xs, ys, ls=styles[j % len(styles)], marker="o", ms=3, color=f"C{i}", label=f"x{s}: {label}")
     ax.axhline(0.0, color="black", lw=0.8)
-    batch = next(iter(records.values()))["schedule"].get("batch_size")
-    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name or 'validation'} PSNR minus the start's (dB)",
+    ax.set(xlabel=step_label(records), ylabel=f"{name or 'validation'} PSNR minus the start's (dB)",
            title=f"{' vs '.join(records)}: validation minus the start")  # fmt: skip
     ax.legend(fontsize=8, ncol=2, loc="lower left")
     save_figure(fig, path)

@@ -304,6 +304,9 @@ def test_cycle_report_sets_a_pair_of_records_side_by_side(tmp_path, capsys):
     # the curve drawn is the one the record evaluated: the first's moving average, the second's raw weights
     drawn = cycle_report.plot_compare({"fp32": json.loads(a.read_text()), "bf16": json.loads(b.read_text())}, tmp_path / "x.png")
     assert drawn == {"fp32 x2": [[100, 0.1], [200, 0.2]], "bf16 x2": [[100, 0.0], [200, 0.5]]}
+    recs = {"fp32": json.loads(a.read_text()), "p96": {**json.loads(b.read_text()), "schedule": {"batch_size": 12}}}
+    assert cycle_report.step_label({"fp32": recs["fp32"]}) == "step (batch 64)"
+    assert cycle_report.step_label(recs) == "step (batch: fp32 64, p96 12)"  # not one batch size: each record's
     with pytest.raises(SystemExit) as e:
         cycle_report.main(["--compare", str(a), str(c), "-o", str(tmp_path / "no.png")])
     assert e.value.code == 2
