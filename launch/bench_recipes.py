@@ -15,6 +15,10 @@ overrides of the arm (``--set`` keys of ``launch/train.py``):
   clipping at 0.4;
 * ``theta1e-4+downsize``: theta = 1e-4 with 0.7 and 0.5 copies of the training images;
 * ``sum-norm0.4+downsize``: pytorch-vdsr's step and its downsizing together;
+* ``pytorch-vdsr-net``, ``pytorch-vdsr-net+downsize``: the two ``sum-norm0.4`` arms on
+  pytorch-vdsr's network as well: no biases (``bias=false``) and its He initialisation over the
+  fan-out (``init=fan_out``); ``sum-norm0.4+downsize+no-bias`` and ``+fan-out`` each take one
+  of the two; ``theta1e-4+pytorch-vdsr-net``: the paper's step on pytorch-vdsr's network;
 * ``adam``: caffe-vdsr's Adam step (lr 1e-4, betas 0.9 / 0.999, no clipping, its released
   ``VDSR_Adam`` model), with its own schedule: lr / 10 once, for the last quarter of the budget.
 
@@ -54,6 +58,14 @@ ARMS = {
     "theta1e-4+downsize": ["clip=adjustable", "clip_theta=0.0001", "downsize=[0.7, 0.5]"],
     "sum-norm0.4+downsize": ["loss=sse_sum", "clip=norm", "clip_theta=0.4", "downsize=[0.7, 0.5]"],
     "adam": ["optimizer=adam", "lr=0.0001", "clip=none"],
+    "pytorch-vdsr-net": ["loss=sse_sum", "clip=norm", "clip_theta=0.4", "bias=false", "init=fan_out"],
+    "pytorch-vdsr-net+downsize": ["loss=sse_sum", "clip=norm", "clip_theta=0.4", "bias=false", "init=fan_out",
+                                  "downsize=[0.7, 0.5]"],
+    "sum-norm0.4+downsize+no-bias": ["loss=sse_sum", "clip=norm", "clip_theta=0.4", "bias=false",
+                                     "downsize=[0.7, 0.5]"],
+    "sum-norm0.4+downsize+fan-out": ["loss=sse_sum", "clip=norm", "clip_theta=0.4", "init=fan_out",
+                                     "downsize=[0.7, 0.5]"],
+    "theta1e-4+pytorch-vdsr-net": ["clip=adjustable", "clip_theta=0.0001", "bias=false", "init=fan_out"],
 }
 # arms with their own lr schedule: epochs -> lr_step_epochs. Adam (caffe-vdsr's step: lr 1e-4,
 # no clipping) divides its lr by 10 once, for the last quarter of the budget: at 1e-6 and

@@ -78,6 +78,8 @@ class Config:
     scales: list = field(default_factory=lambda: [2, 3, 4])
     depth: int = 20
     channels: int = 64
+    init: str = "fan_in"  # He normal over the fan-in (the paper's), or "fan_out" (pytorch-vdsr's)
+    bias: bool = True  # false: every bias frozen at zero (pytorch-vdsr's convs have none)
     batch_size: int = 64  # global, over all ranks
     patch_size: int = 41  # HR/LR patch side (the paper's 41 = the receptive field); larger: fewer zero-padded borders
     sampling: str = "random"  # or "fixed"
@@ -121,7 +123,7 @@ class Config:
         """Types and ranges, so a typo fails at start-up with one line and not mid-run."""
         choices = {"sampling": ("random", "fixed"), "clip": ("adjustable", "norm", "none"),
                    "backend": ("torch", "triton"), "loader": ("auto", "dali", "torch", "device"),
-                   "loss": ("sse_mean", "sse_sum"), "optimizer": ("sgd", "adam")}  # fmt: skip
+                   "loss": ("sse_mean", "sse_sum"), "optimizer": ("sgd", "adam"), "init": VDSR.INITS}  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected one of {', '.join(allowed)}")
@@ -147,7 +149,7 @@ class Config:
             check_bf16_setting(self.bf16)
         except InputError as e:
             raise InputError(f"config: {e}") from None
-        for key in ("rotate", "tf32", "channels_last", "cuda_graph", "debug_ranks"):
+        for key in ("bias", "rotate", "tf32", "channels_last", "cuda_graph", "debug_ranks"):
             if not isinstance(getattr(self, key), bool):
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected true or false")
         for key in ("data", "val_data"):
@@ -315,12 +317,19 @@ def init_from(model: VDSR, path: str) -> str:
     """Copy a weights file's tensors into ``model`` (same depth and width); returns the file's sha256.
 
     Raises:
-        InputError: naming the file, when it is not VDSR weights or its shape is not the recipe's."""
+        InputError: naming the file, when it is not VDSR weights, its shape is not the recipe's, or
+            the recipe has no biases (``bias: false``) and the file's are not zero."""
     src = load_weights(path)
     if (src.depth, src.channels) != (model.depth, model.channels):
         raise InputError(
             f"config: init_weights: {path}: VDSR-{src.depth} with {src.channels} channels; "
             f"the recipe builds VDSR-{model.depth} with {model.channels}"
+        )
+    frozen = [i for i, conv in enumerate(model.layers) if not conv.bias.requires_grad]
+    if nonzero := [i for i in frozen if src.layers[i].bias.detach().abs().max() > 0]:
+        raise InputError(
+            f"config: init_weights: {path}: layer {nonzero[0]} has non-zero biases, and the recipe "
+            "trains without biases (bias: false)"
         )
     model.load_state_dict(src.state_dict())
     return file_sha256(path)
@@ -658,7 +667,7 @@ def main(argv=None) -> int:
         log.info("fixed grid: %d patches, %d used", sampler.grid_count, len(sampler.grid))
 
     # model and optimiser
-    model = VDSR(cfg.depth, cfg.channels, backend=cfg.backend)
+    model = VDSR(cfg.depth, cfg.channels, backend=cfg.backend, init=cfg.init, bias=cfg.bias)
     # a warm start (a resumed run has its checkpoint, and the sha256 recorded when it started)
     init_sha256 = init_from(model, cfg.init_weights) if cfg.init_weights and resume_from is None else None
     if cfg.channels_last:

@@ -78,7 +78,8 @@ def batches(n, batch=8, size=21, seed=0):
 
 def make(device, depth=4, channels=8, bf16=False, seed=0, clip="adjustable"):
     torch.manual_seed(seed)
-    model = VDSR(depth, channels).to(device)
+    net = dict(init="fan_out", bias=False) if clip == "norm" else {}  # pytorch-vdsr's network with its step
+    model = VDSR(depth, channels, **net).to(device)
     if clip == "norm":  # pytorch-vdsr's step: the summed loss, the global norm clipped at 0.4
         cfg = train.Config(bf16=bf16, weight_decay=1e-4, clip="norm", clip_theta=0.4, loss="sse_sum")
     else:
@@ -119,6 +120,7 @@ def test_graphed_step_is_the_eager_step_bit_for_bit_cpu(monkeypatch, clip):
     assert step.replays == 8
     for pe, pg in zip(model_e.parameters(), model_g.parameters()):
         assert torch.equal(pe, pg)
+    assert all(torch.all(c.bias == 0) for c in model_g.layers) == (clip == "norm")  # no biases: they stay zero
 
 
 def test_graphed_step_refused_where_it_cannot_run():
@@ -138,7 +140,8 @@ def test_cuda_graph_matches_the_eager_step(backend, clip, precision):
     gradient sums may differ in the last bits between runs, so the bound is relative to how far
     the weights moved: a skipped, doubled or stale step moves them by a large share of that.
     ``norm``: pytorch-vdsr's step (the summed loss, the gradient's global norm clipped at 0.4;
-    launch/configs/pytorch-vdsr.yaml), whose norm must be computed on the device, not read back.
+    launch/configs/pytorch-vdsr.yaml), whose norm must be computed on the device, not read back,
+    on its network (no biases: frozen at zero, so the graph must leave them there).
     ``tf32``: float32 weights and activations with TF32 convs (``bf16: false, tf32: true``), the
     precision whose gradients are 3x closer to float32's at the shipped weights
     (``launch/bench_grad_precision.py``)."""
@@ -149,8 +152,9 @@ def test_cuda_graph_matches_the_eager_step(backend, clip, precision):
     runs = []
     for graphed in (False, True):
         torch.manual_seed(0)
-        model = VDSR(20, 64, backend=backend).cuda().to(memory_format=torch.channels_last)
-        extra = dict(clip="norm", clip_theta=0.4, loss="sse_sum") if clip == "norm" else {}
+        net = dict(init="fan_out", bias=False) if clip == "norm" else {}  # pytorch-vdsr's network with its step
+        model = VDSR(20, 64, backend=backend, **net).cuda().to(memory_format=torch.channels_last)
+        extra = dict(clip="norm", clip_theta=0.4, loss="sse_sum", **net) if clip == "norm" else {}
         cfg = train.Config(bf16=bf16, tf32=not bf16, backend=backend, **extra)
         opt = train.make_optimizer(model, cfg)
         start = [p.detach().clone() for p in model.parameters()]
@@ -172,6 +176,8 @@ def test_cuda_graph_matches_the_eager_step(backend, clip, precision):
         runs.append((start, [p.detach().clone() for p in model.parameters()], losses, step))
     (start, eager, losses_e, _), (_, graph, losses_g, step) = runs
     assert (step.captures, step.replays) == (2, 7)
+    if clip == "norm":
+        assert all(torch.all(b == 0) for b in graph[1::2])  # parameters(): each layer's weight, then its bias
     moved = torch.sqrt(sum(((e - s).float() ** 2).sum() for e, s in zip(eager, start)))
     apart = torch.sqrt(sum(((e - g).float() ** 2).sum() for e, g in zip(eager, graph)))
     assert apart <= 1e-2 * moved, f"graph vs eager weights {apart:.3g} apart; they moved {moved:.3g}"

@@ -32,6 +32,29 @@ def test_he_init_and_zero_bias():
     assert m.layers[0].weight.std().item() == pytest.approx(math.sqrt(2 / 9), rel=0.25)
 
 
+def test_pytorch_vdsr_init_over_the_fan_out_and_frozen_zero_biases():
+    """init="fan_out": std sqrt(2 / (9 Cout)), pytorch-vdsr's (the first layer 8x smaller than the
+    paper's, the last 8x larger); bias=False: the biases stay zero through a training step."""
+    torch.manual_seed(0)
+    m = VDSR(init="fan_out", bias=False)
+    w = torch.cat([c.weight.flatten() for c in m.layers[1:-1]])
+    assert w.std().item() == pytest.approx(math.sqrt(2 / (9 * 64)), rel=0.01)
+    assert m.layers[0].weight.std().item() == pytest.approx(math.sqrt(2 / (9 * 64)), rel=0.25)
+    assert m.layers[-1].weight.std().item() == pytest.approx(math.sqrt(2 / 9), rel=0.25)
+    assert not any(c.bias.requires_grad for c in m.layers) and all(c.weight.requires_grad for c in m.layers)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.rand(2, 1, 12, 12)
+    (m(x) - x).pow(2).sum().backward()
+    before = m.layers[1].weight.detach().clone()
+    opt.step()
+    assert all(torch.all(c.bias == 0) for c in m.layers)
+    assert not torch.equal(before, m.layers[1].weight)
+    assert all(torch.all(c.bias == 0) for c in VDSR(4, 8, init="fan_out").layers)  # biases are trainable by default
+    assert all(c.bias.requires_grad for c in VDSR(4, 8).layers)
+    with pytest.raises(ValueError, match="init must be one of"):
+        VDSR(init="xavier")
+
+
 def test_residual_learning():
     m = VDSR(depth=5, channels=8)
     torch.nn.init.zeros_(m.layers[-1].weight)

@@ -456,6 +456,8 @@ def test_bad_config_is_a_clear_error(tmp_path):
         ("loader_chunk=0", "loader_chunk = 0; expected an integer >= 1"),
         ("patch_size=4", "patch_size = 4; expected an integer >= 8"),
         ("scales=[2,1]", "scale 1 is not supported"),
+        ("init=xavier", "init = 'xavier'; expected one of fan_in, fan_out"),
+        ("bias=none", "bias = 'none'; expected true or false"),
     ]:
         with pytest.raises(train.InputError, match=re.escape(message)):
             run_main(["--config", "demo", "--set", item])
@@ -546,6 +548,37 @@ def test_pytorch_vdsr_step_and_downsizing_train(tiny, tmp_path):
     for bad in (["downsize=[1.5]"], ["downsize=0.5"], ["loss=l1"]):
         with pytest.raises(train.InputError, match=bad[0].split("=")[0]):
             run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "bad"), "--set", *bad])
+
+
+def test_pytorch_vdsr_network_trains_without_biases(tiny, tmp_path):
+    """bias=false init=fan_out (pytorch-vdsr's network): the run trains every weight and no bias, a
+    resumed run keeps them frozen, and a warm start from weights with biases is refused."""
+    from vdsr.checkpoint import load_weights, save_weights
+    from vdsr.model import VDSR
+
+    out = tmp_path / "run"
+    argv = ["--config", str(tiny), "--output-dir", str(out), "--max-steps", "3",
+            "--set", "bias=false", "init=fan_out", "loss=sse_sum", "clip=norm", "clip_theta=0.4"]  # fmt: skip
+    assert run_main(argv) == 0
+    assert run_main([*argv[:5], "6", *argv[6:], "--resume"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["bias"] is False and cfg["init"] == "fan_out"
+    trained = load_weights(out / "model.safetensors")
+    assert all(torch.all(c.bias == 0) for c in trained.layers)
+    biased = tmp_path / "biased.safetensors"
+    m = VDSR(TINY["depth"], TINY["channels"])
+    with torch.no_grad():
+        m.layers[2].bias.fill_(0.01)
+    save_weights(biased, m)
+    with pytest.raises(train.InputError, match=r"biased\.safetensors: layer 2 has non-zero biases.*bias: false"):
+        run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "warm"), "--init-weights", str(biased),
+                  "--set", "bias=false"])  # fmt: skip
+    save_weights(biased, trained)  # no biases: a warm start without them is fine, and trains the weights only
+    assert run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "warm2"), "--init-weights", str(biased),
+                     "--max-steps", "2", "--set", "bias=false"]) == 0  # fmt: skip
+    warm = load_weights(tmp_path / "warm2" / "model.safetensors")
+    assert all(torch.all(c.bias == 0) for c in warm.layers)
+    assert all(not torch.equal(a.weight, b.weight) for a, b in zip(warm.layers, trained.layers))
 
 
 def test_patch_size_sets_the_patches_and_their_crops(tiny, tmp_path, monkeypatch):

@@ -7,8 +7,11 @@ Networks", CVPR 2016): the reference model, plain PyTorch.
     output = x + r            (the network learns the residual: high frequencies only)
 
 ``x`` is the bicubic-upscaled luma (Y) on the [0, 1] scale. Works in float32 and bfloat16,
-with NCHW or channels_last tensors. Weights use He (Kaiming normal, fan-in) initialisation as in
-the paper; biases start at zero.
+with NCHW or channels_last tensors. Weights use He (Kaiming normal) initialisation, by default
+over the fan-in as in the paper (std sqrt(2 / (9 Cin))); ``init="fan_out"`` is pytorch-vdsr's
+(std sqrt(2 / (9 Cout)): a first layer 8x smaller, a last layer 8x larger). Biases start at
+zero; ``bias=False`` keeps them there (frozen: no gradient, so no optimiser moves them), as
+pytorch-vdsr's convolutions have none, while the weights file keeps its one format.
 
 ``backend="triton"`` runs the same parameters through the fused Triton kernels of
 ``kernels/`` (a CUDA device, or ``TRITON_INTERPRET=1`` on the CPU): inference uses the
@@ -33,28 +36,38 @@ class VDSR(nn.Module):
         depth: number of conv layers (20 in the paper; >= 2).
         channels: width of the hidden layers (64 in the paper).
         backend: ``"torch"`` (the reference) or ``"triton"`` (fused kernels).
+        init: ``"fan_in"`` (He over the fan-in, the paper's) or ``"fan_out"`` (pytorch-vdsr's).
+        bias: False freezes every bias at zero (``requires_grad`` off; the tensors stay).
     """
 
     BACKENDS = ("torch", "triton")
+    INITS = ("fan_in", "fan_out")
 
-    def __init__(self, depth: int = 20, channels: int = 64, backend: str = "torch"):
+    def __init__(self, depth: int = 20, channels: int = 64, backend: str = "torch", init: str = "fan_in",
+                 bias: bool = True):  # fmt: skip
         super().__init__()
         if depth < 2:
             raise ValueError(f"VDSR depth must be >= 2, got {depth}")
         if backend not in self.BACKENDS:
             raise ValueError(f"VDSR backend must be one of {self.BACKENDS}, got {backend!r}")
+        if init not in self.INITS:
+            raise ValueError(f"VDSR init must be one of {self.INITS}, got {init!r}")
         self.depth, self.channels, self.backend = depth, channels, backend
         self._packed_cache: tuple | None = None
         widths = [1] + [channels] * (depth - 1) + [1]
         self.layers = nn.ModuleList(
             nn.Conv2d(cin, cout, kernel_size=3, padding=1) for cin, cout in zip(widths[:-1], widths[1:])
         )
-        self.reset_parameters()
+        self.reset_parameters(init)
+        if not bias:
+            for conv in self.layers:
+                conv.bias.requires_grad_(False)
 
-    def reset_parameters(self) -> None:
-        """He normal init (std = sqrt(2 / (9 * Cin))) for every conv, zero biases."""
+    def reset_parameters(self, init: str = "fan_in") -> None:
+        """He normal init for every conv (std = sqrt(2 / (9 * Cin)), or with ``init="fan_out"``
+        sqrt(2 / (9 * Cout))), zero biases."""
         for conv in self.layers:
-            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.kaiming_normal_(conv.weight, mode=init, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
