@@ -49,8 +49,8 @@ def test_pytorch_vdsr_init_over_the_fan_out_and_frozen_zero_biases():
     opt.step()
     assert all(torch.all(c.bias == 0) for c in m.layers)
     assert not torch.equal(before, m.layers[1].weight)
-    assert all(torch.all(c.bias == 0) for c in VDSR(4, 8, init="fan_out").layers)  # biases are trainable by default
-    assert all(c.bias.requires_grad for c in VDSR(4, 8).layers)
+    assert all(torch.all(c.bias == 0) for c in VDSR(4, 8, init="fan_out").layers)  # zero at the start either way
+    assert all(c.bias.requires_grad for c in VDSR(4, 8).layers)  # and trainable by default
     with pytest.raises(ValueError, match="init must be one of"):
         VDSR(init="xavier")
 
