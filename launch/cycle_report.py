@@ -1,7 +1,7 @@
 """Did a run that started from weights beat them? Both evaluated as `vdsr eval` does, side by side.
 
     python launch/cycle_report.py RUN_DIR --json benchmarks/NAME-<device>.json
-        [--data ../shared/data/Set5 ../shared/data/Set14] [--scales 2 3 4] [--ema]
+        [--data ../shared/data/Set5 ../shared/data/Set14] [--scales 2 3 4] [--ema] [--against WEIGHTS]
     python launch/cycle_report.py --compare A.json B.json [...] -o BOTH.png [--json BOTH.json]
 
 ``RUN_DIR`` is a finished run of ``launch/train.py`` that started from ``init_weights`` (a warm
@@ -22,12 +22,18 @@ Refused with one line naming the file: a run with no init weights, an unfinished
 ``summary.json``), or an init file whose sha256 is no longer the one recorded (the file was
 replaced since the run started: the run is compared with what it started from, or not at all).
 
+``--against WEIGHTS`` sets the run against that file instead of the one it started from: for a
+run that was resumed and extended past a model taken from it (``paper-long-cycle-ext`` against
+the shipped weights, its own step-237,000 average), or one from scratch against a shipped model.
+The record then names the file and its sha256 (``against``, ``against_sha256``); ``eval_start``
+and ``run_minus_start`` hold that file's evaluation and the run minus it.
+
 ``--compare`` evaluates nothing: it sets records written by this script for runs from the same
 start (a pair that differs in one setting, e.g. ``precision-tail`` in bf16 and float32) side by
 side. It prints each cell's end per record and each later record minus the first, draws every
 record's validation curve (of the weights it evaluated: raw, or the moving average) minus the
 start on one figure (``-o``, PNG), and with ``--json`` writes those differences. Records from
-different starts (another ``init_sha256``) are refused, naming the file.
+different starts (another ``init_sha256``, or another ``against_sha256``) are refused, naming the file.
 """
 
 from __future__ import annotations
@@ -59,15 +65,20 @@ SCHEDULE_KEYS = ("optimizer", "lr", "lr_step_epochs", "lr_gamma", "epochs", "pat
                  "clip", "clip_theta", "weight_decay", "seed", "bf16")  # fmt: skip
 
 
-def read_run(run: Path, weights: str = "model.safetensors") -> tuple[dict, dict, dict, Path]:
-    """config, summary, history of a finished warm-started run, and the weights it started from;
-    ``weights``: the run's file to be compared (``model.safetensors`` or ``model_ema.safetensors``)."""
+def read_run(run: Path, weights: str = "model.safetensors", against: Path | None = None) -> tuple[dict, dict, dict, Path]:
+    """config, summary, history of a finished run, and the weights it is set against: ``against``
+    where given, else the ones it started from (then the run must be warm-started); ``weights``:
+    the run's file to be compared (``model.safetensors`` or ``model_ema.safetensors``)."""
     for name in ("config.json", "summary.json", "history.json", "model.safetensors"):
         if not (run / name).is_file():
             raise InputError(f"{run / name}: missing (not a finished run of launch/train.py)")
     config = json.loads((run / "config.json").read_text())
     if not (run / weights).is_file():
         raise InputError(f"{run / weights}: missing (the run kept no moving average of its weights: ema_decay {config.get('ema_decay')})")
+    if against is not None:
+        if not against.is_file():
+            raise InputError(f"--against {against}: no such weights file")
+        return config, json.loads((run / "summary.json").read_text()), json.loads((run / "history.json").read_text()), against
     if not config.get("init_weights"):
         raise InputError(f"{run / 'config.json'}: the run did not start from weights (init_weights is empty)")
     init = Path(config["init_weights"])  # as given: from the working directory, else the repository
@@ -116,12 +127,12 @@ def save_figure(fig, path: Path) -> None:
 
 
 def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str, path: Path,
-              decays: tuple = ()) -> None:  # fmt: skip
+              decays: tuple = (), base: str = "the start") -> None:  # fmt: skip
     """Validation PSNR minus the start's evaluation, per scale, against steps: the raw weights
     solid, their moving average (``NAME EMA``) dashed, the best public model's margin over the
     start dotted, 0 (the start) black, the lr cuts (``decays``, steps) grey. ``validation`` is
     ``history.json``'s ``val``; the dataset drawn is its first one the start was also evaluated
-    on (none in common: an empty figure that says so)."""
+    on (none in common: an empty figure that says so). ``base`` names the start on the y axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +154,7 @@ def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str,
     ax.axhline(0.0, color="black", lw=0.8)
     for i, step in enumerate(decays):
         ax.axvline(step, color="grey", lw=0.8, alpha=0.6, label="lr x 0.1" if i == 0 else None)
-    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name or 'validation'} PSNR minus the start's (dB)", title=title)
+    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name or 'validation'} PSNR minus {base}'s (dB)", title=title)
     if name is not None:
         ax.legend(fontsize=8, ncol=3, loc="lower right")
     else:
@@ -157,6 +168,9 @@ def compare(records: dict[str, dict]) -> dict:
     per cell. Raises InputError naming the record whose start differs from the first's."""
     (base_name, base), *rest = records.items()
     for name, rec in rest:
+        if rec.get("against_sha256") != base.get("against_sha256"):
+            raise InputError(f"{name}: set against {rec.get('against') or 'its start'}, "
+                             f"not against what {base_name} was set against ({base.get('against') or 'its start'}): not a pair")  # fmt: skip
         if rec.get("init_sha256") != base.get("init_sha256"):
             raise InputError(f"{name}: started from {rec.get('init_weights')} (sha256 {str(rec.get('init_sha256'))[:12]}), "
                              f"not from {base_name}'s start (sha256 {str(base.get('init_sha256'))[:12]}): not a pair")  # fmt: skip
@@ -258,6 +272,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", nargs="+", type=number(int, 2, 16), default=[2, 3, 4])
     ap.add_argument("--ema", action="store_true",
                     help="compare the moving average of the run's weights (model_ema.safetensors; ema_decay > 0) with its start")
+    ap.add_argument("--against", metavar="WEIGHTS",
+                    help="set the run against this weights file instead of the one it started from (e.g. the shipped model)")
     args = ap.parse_args(argv)
     if args.compare:
         return compare_main(ap, args)
@@ -267,29 +283,35 @@ def main(argv=None) -> int:
     run = Path(args.run)
     weights = "model_ema.safetensors" if args.ema else "model.safetensors"
     try:
-        config, summary, history, init = read_run(run, weights)
+        against = Path(args.against) if args.against else None
+        config, summary, history, init = read_run(run, weights, against)
         datasets = [open_dataset(d) for d in args.data]
         scales = check_scales(args.scales)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        end_model, start_model = load_pretrained(run / weights, device), load_pretrained(init, device)
     except InputError as e:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    end = psnr(load_pretrained(run / weights, device), datasets, scales, device)
-    start = psnr(load_pretrained(init, device), datasets, scales, device)
+    end = psnr(end_model, datasets, scales, device)
+    start = psnr(start_model, datasets, scales, device)
     gain, goal = diff(end, start), best_public()
     better = all(v > 0 for by in gain.values() for v in by.values())
     for ds, by in end.items():
         for s, v in by.items():
-            print(f"{ds} x{s}: run {v:.3f}  start {start[ds][s]:.3f}  ({gain[ds][s]:+.3f})")
+            print(f"{ds} x{s}: run {v:.3f}  {init.name if against else 'start'} {start[ds][s]:.3f}  ({gain[ds][s]:+.3f})")
     print(f"better in every cell: {'yes' if better else 'no'}")
     json_path = Path(args.json)
     label = json_path.stem.removesuffix("-vs-start")  # the record's name says which run (a run folder is often just "run")
+    base = f"{init.name}" if against else "its start"
+    started = f"started from {config['init_weights']}" if config.get("init_weights") else "from scratch"
     write_json(json_path, {
-        "what": f"{label} ({run}): a run started from {config['init_weights']}; vdsr eval (float32) of its end ({weights}) against its start",
-        "command": f"python launch/train.py --output-dir {run} ...; python launch/cycle_report.py {run} --json {args.json}{' --ema' * args.ema}",
+        "what": f"{label} ({run}): a run {started}; vdsr eval (float32) of its end ({weights}) against {base}",
+        "command": f"python launch/train.py --output-dir {run} ...; python launch/cycle_report.py {run} --json {args.json}"
+                   f"{' --ema' * args.ema}{f' --against {args.against}' * bool(against)}",
         "weights": weights,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
-        "init_weights": config["init_weights"], "init_sha256": config["init_sha256"],
+        "init_weights": config.get("init_weights"), "init_sha256": config.get("init_sha256"),
+        **({"against": str(against), "against_sha256": file_sha256(against)} if against else {}),
         "schedule": {k: config.get(k) for k in SCHEDULE_KEYS},
         "steps": summary["steps"], "patch_steps": summary["patches_seen"], "stopped_early": summary.get("stopped_early"),
         "training_seconds": summary["seconds"], "patches_per_s": summary["patches_per_s"],
@@ -297,9 +319,10 @@ def main(argv=None) -> int:
         "eval_run_end": end, "eval_start": start, "run_minus_start": gain, "better_in_every_cell": better,
         "best_public": goal, "run_minus_best_public": diff(end, goal),
     })  # fmt: skip
-    plot_gain(history["val"], start, goal, config.get("batch_size", 0),
-              f"{label} from {Path(config['init_weights']).name}: validation minus the start", json_path.with_suffix(".png"),
-              lr_decay_steps(config, summary["steps"]))  # fmt: skip
+    title = (f"{label}: validation minus {init.name}" if against else
+             f"{label} from {Path(config['init_weights']).name}: validation minus the start")  # fmt: skip
+    plot_gain(history["val"], start, goal, config.get("batch_size", 0), title, json_path.with_suffix(".png"),
+              lr_decay_steps(config, summary["steps"]), init.name if against else "the start")  # fmt: skip
     print(f"wrote {json_path}", file=sys.stderr)
     return 0
 

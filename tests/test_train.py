@@ -387,6 +387,55 @@ def test_cycle_report_compares_a_warm_started_run_with_its_start(tiny, tmp_path,
     assert "did not start from weights" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
+def test_cycle_report_sets_a_run_against_other_weights(tiny, tmp_path, capsys):
+    """--against WEIGHTS: the run set against that file, not the one it started from (a run
+    resumed past a model taken from it, or one from scratch); the record names the file and its
+    sha256; --compare refuses to pair it with a record set against its start; a missing file is
+    refused in one line."""
+    import shutil
+
+    import cycle_report
+
+    from vdsr.checkpoint import file_sha256, save_weights
+    from vdsr.demo import demo_files
+    from vdsr.evaluate import evaluate, open_dataset, vdsr_method
+    from vdsr.model import VDSR
+    from vdsr.upscale import load_pretrained
+
+    torch.manual_seed(8)
+    init, other = tmp_path / "init.safetensors", tmp_path / "shipped.safetensors"
+    save_weights(init, VDSR(depth=4, channels=8))
+    save_weights(other, VDSR(depth=4, channels=8))
+    val = tmp_path / "val"
+    val.mkdir()
+    shutil.copy(demo_files(("chelsea.png",))[0], val / "chelsea.png")
+    warm = tmp_path / "warm"
+    assert run_main(["--config", str(tiny), "--output-dir", str(warm), "--max-steps", "2", "--init-weights", str(init)]) == 0
+    own, vs_other = tmp_path / "own.json", tmp_path / "other.json"
+    assert cycle_report.main([str(warm), "--json", str(own), "--data", str(val), "--scales", "2"]) == 0
+    assert cycle_report.main([str(warm), "--json", str(vs_other), "--data", str(val), "--scales", "2", "--against", str(other)]) == 0
+    got, mine = json.loads(vs_other.read_text()), json.loads(own.read_text())
+    direct = evaluate([open_dataset(val)], [2], vdsr_method(load_pretrained(other)), "vdsr").summary()
+    assert got["eval_start"] == {"val": {"2": direct["val"]["2"]["psnr"]}} != mine["eval_start"]
+    assert got["eval_run_end"] == mine["eval_run_end"]  # the same run end, set against another file
+    assert got["run_minus_start"]["val"]["2"] == round(got["eval_run_end"]["val"]["2"] - got["eval_start"]["val"]["2"], 4)
+    assert got["against"] == str(other) and got["against_sha256"] == file_sha256(other) and "against_sha256" not in mine
+    assert got["init_weights"] == str(init) and got["command"].endswith(f" --against {other}")
+    assert f"run {got['eval_run_end']['val']['2']:.3f}  shipped.safetensors " in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one set against its start, one against another file: not a pair
+        cycle_report.main(["--compare", str(own), str(vs_other), "-o", str(tmp_path / "no.png")])
+    assert "set against " in capsys.readouterr().err and not (tmp_path / "no.png").exists()
+    cold = tmp_path / "cold"  # from scratch: no start of its own, but it can be set against a model
+    assert run_main(["--config", str(tiny), "--output-dir", str(cold), "--max-steps", "1"]) == 0
+    assert cycle_report.main([str(cold), "--json", str(tmp_path / "cold.json"), "--data", str(val), "--scales", "2", "--against", str(other)]) == 0
+    assert json.loads((tmp_path / "cold.json").read_text())["init_weights"] is None
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cycle_report.main([str(warm), "--json", str(tmp_path / "x.json"), "--data", str(val), "--against", str(tmp_path / "gone.safetensors")])
+    assert f"--against {tmp_path / 'gone.safetensors'}: no such weights file" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_every_option_named_as_a_recipe_key_overrides_it(tiny):
     """The command line reaches the recipe for every option whose name is a recipe key."""
     keys = set(vars(train.parse_args(["--config", str(tiny)]))) & set(train.Config.__dataclass_fields__)
