@@ -127,12 +127,12 @@ def save_figure(fig, path: Path) -> None:
 
 
 def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str, path: Path,
-              decays: tuple = (), base: str = "the start") -> None:  # fmt: skip
+              decays: tuple = (), start_name: str = "the start") -> None:  # fmt: skip
     """Validation PSNR minus the start's evaluation, per scale, against steps: the raw weights
     solid, their moving average (``NAME EMA``) dashed, the best public model's margin over the
     start dotted, 0 (the start) black, the lr cuts (``decays``, steps) grey. ``validation`` is
     ``history.json``'s ``val``; the dataset drawn is its first one the start was also evaluated
-    on (none in common: an empty figure that says so). ``base`` names the start on the y axis."""
+    on (none in common: an empty figure that says so). ``start_name`` names the start on the y axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,7 +154,7 @@ def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str,
     ax.axhline(0.0, color="black", lw=0.8)
     for i, step in enumerate(decays):
         ax.axvline(step, color="grey", lw=0.8, alpha=0.6, label="lr x 0.1" if i == 0 else None)
-    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name or 'validation'} PSNR minus {base}'s (dB)", title=title)
+    ax.set(xlabel=f"step (batch {batch})", ylabel=f"{name or 'validation'} PSNR minus {start_name}'s (dB)", title=title)
     if name is not None:
         ax.legend(fontsize=8, ncol=3, loc="lower right")
     else:

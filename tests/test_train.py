@@ -387,7 +387,7 @@ def test_cycle_report_compares_a_warm_started_run_with_its_start(tiny, tmp_path,
     assert "did not start from weights" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
-def test_cycle_report_sets_a_run_against_other_weights(tiny, tmp_path, capsys):
+def test_cycle_report_sets_a_run_against_other_weights(tiny, tmp_path, capsys, monkeypatch):
     """--against WEIGHTS: the run set against that file, not the one it started from (a run
     resumed past a model taken from it, or one from scratch); the record names the file and its
     sha256; --compare refuses to pair it with a record set against its start; a missing file is
@@ -422,6 +422,10 @@ def test_cycle_report_sets_a_run_against_other_weights(tiny, tmp_path, capsys):
     assert got["against"] == str(other) and got["against_sha256"] == file_sha256(other) and "against_sha256" not in mine
     assert got["init_weights"] == str(init) and got["command"].endswith(f" --against {other}")
     assert f"run {got['eval_run_end']['val']['2']:.3f}  shipped.safetensors " in capsys.readouterr().out
+    figures = []  # the figure's y axis names the file it is set against
+    monkeypatch.setattr(cycle_report, "save_figure", lambda fig, path: figures.append(fig.axes[0].get_ylabel()))
+    cycle_report.plot_gain({"val": {"2": [[1, 30.0]]}}, {"val": {"2": 29.0}}, {}, 64, "t", tmp_path / "y.png", (), "shipped.safetensors")
+    assert figures == ["val PSNR minus shipped.safetensors's (dB)"]
     with pytest.raises(SystemExit):  # one set against its start, one against another file: not a pair
         cycle_report.main(["--compare", str(own), str(vs_other), "-o", str(tmp_path / "no.png")])
     assert "set against " in capsys.readouterr().err and not (tmp_path / "no.png").exists()
