@@ -18,9 +18,10 @@ authors' model as measured in ``weights/official-eval.json`` or pytorch-vdsr's, 
 goal) and, beside it as ``.png``, the run's validation PSNR minus its start's, per scale, against
 steps (the weights' moving average dashed when the run kept one; the best public model dotted).
 
-Refused with one line naming the file: a run with no init weights, an unfinished run (no
-``summary.json``), or an init file whose sha256 is no longer the one recorded (the file was
-replaced since the run started: the run is compared with what it started from, or not at all).
+Refused with one line naming the file: a run with no init weights (without ``--against``), an
+unfinished run (no ``summary.json``), or an init file whose sha256 is no longer the one recorded
+(the file was replaced since the run started: the run is compared with what it started from, or
+not at all).
 
 ``--against WEIGHTS`` sets the run against that file instead of the one it started from: for a
 run that was resumed and extended past a model taken from it (``paper-long-cycle-ext`` against
