@@ -34,7 +34,8 @@ start (a pair that differs in one setting, e.g. ``precision-tail`` in bf16 and f
 side. It prints each cell's end per record and each later record minus the first, draws every
 record's validation curve (of the weights it evaluated: raw, or the moving average) minus the
 start on one figure (``-o``, PNG), and with ``--json`` writes those differences. Records from
-different starts (another ``init_sha256``, or another ``against_sha256``) are refused, naming the file.
+different starts (another ``init_sha256``, or for records of ``--against`` another
+``against_sha256``) are refused, naming the file.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def read_run(run: Path, weights: str = "model.safetensors", against: Path | None
     config = json.loads((run / "config.json").read_text())
     if not (run / weights).is_file():
         raise InputError(f"{run / weights}: missing (the run kept no moving average of its weights: ema_decay {config.get('ema_decay')})")
+    summary, history = (json.loads((run / name).read_text()) for name in ("summary.json", "history.json"))
     if against is not None:
         if not against.is_file():
             raise InputError(f"--against {against}: no such weights file")
-        return config, json.loads((run / "summary.json").read_text()), json.loads((run / "history.json").read_text()), against
+        return config, summary, history, against
     if not config.get("init_weights"):
         raise InputError(f"{run / 'config.json'}: the run did not start from weights (init_weights is empty)")
     init = Path(config["init_weights"])  # as given: from the working directory, else the repository
@@ -88,7 +90,7 @@ def read_run(run: Path, weights: str = "model.safetensors", against: Path | None
         raise InputError(f"{init}: the weights the run started from are missing")
     if file_sha256(init) != config.get("init_sha256"):
         raise InputError(f"{init}: sha256 differs from the one the run recorded at its start (the file was replaced since)")
-    return config, json.loads((run / "summary.json").read_text()), json.loads((run / "history.json").read_text()), init
+    return config, summary, history, init
 
 
 def best_public() -> dict:
@@ -163,18 +165,25 @@ def plot_gain(validation: dict, start: dict, goal: dict, batch: int, title: str,
     save_figure(fig, path)
 
 
+def baseline(rec: dict) -> tuple[str, str | None]:
+    """What a record's run was set against, in words, and that file's sha256: the ``--against``
+    file where it had one, else the weights the run started from."""
+    if rec.get("against"):
+        return f"set against {rec['against']}", rec.get("against_sha256")
+    return f"started from {rec.get('init_weights')}", rec.get("init_sha256")
+
+
 def compare(records: dict[str, dict]) -> dict:
     """Records of this script (``{name: record}``, the first the baseline) for runs from one start:
     each one's end evaluation and, for every record after the first, its end minus the first's,
-    per cell. Raises InputError naming the record whose start differs from the first's."""
+    per cell. Raises InputError naming the record whose start (``baseline``) differs from the first's."""
     (base_name, base), *rest = records.items()
+    base_said, base_sha = baseline(base)
     for name, rec in rest:
-        if rec.get("against_sha256") != base.get("against_sha256"):
-            raise InputError(f"{name}: set against {rec.get('against') or 'its start'}, "
-                             f"not against what {base_name} was set against ({base.get('against') or 'its start'}): not a pair")  # fmt: skip
-        if rec.get("init_sha256") != base.get("init_sha256"):
-            raise InputError(f"{name}: started from {rec.get('init_weights')} (sha256 {str(rec.get('init_sha256'))[:12]}), "
-                             f"not from {base_name}'s start (sha256 {str(base.get('init_sha256'))[:12]}): not a pair")  # fmt: skip
+        said, sha = baseline(rec)
+        if sha != base_sha:
+            raise InputError(f"{name}: {said} (sha256 {str(sha)[:12]}), "
+                             f"not from {base_name}'s start ({base_said}, sha256 {str(base_sha)[:12]}): not a pair")  # fmt: skip
     return {
         "records": {n: {"weights": r["weights"], "steps": r["steps"], "patch_steps": r["patch_steps"],
                         "schedule": r["schedule"], "eval_run_end": r["eval_run_end"]} for n, r in records.items()},
@@ -295,17 +304,17 @@ def main(argv=None) -> int:
     end = psnr(end_model, datasets, scales, device)
     start = psnr(start_model, datasets, scales, device)
     gain, goal = diff(end, start), best_public()
+    start_name = init.name if against else "the start"  # what the run is set against, in the table and the figure
     better = all(v > 0 for by in gain.values() for v in by.values())
     for ds, by in end.items():
         for s, v in by.items():
-            print(f"{ds} x{s}: run {v:.3f}  {init.name if against else 'start'} {start[ds][s]:.3f}  ({gain[ds][s]:+.3f})")
+            print(f"{ds} x{s}: run {v:.3f}  {start_name} {start[ds][s]:.3f}  ({gain[ds][s]:+.3f})")
     print(f"better in every cell: {'yes' if better else 'no'}")
     json_path = Path(args.json)
     label = json_path.stem.removesuffix("-vs-start")  # the record's name says which run (a run folder is often just "run")
-    base = f"{init.name}" if against else "its start"
     started = f"started from {config['init_weights']}" if config.get("init_weights") else "from scratch"
     write_json(json_path, {
-        "what": f"{label} ({run}): a run {started}; vdsr eval (float32) of its end ({weights}) against {base}",
+        "what": f"{label} ({run}): a run {started}; vdsr eval (float32) of its end ({weights}) against {init.name if against else 'its start'}",
         "command": f"python launch/train.py --output-dir {run} ...; python launch/cycle_report.py {run} --json {args.json}"
                    f"{' --ema' * args.ema}{f' --against {args.against}' * bool(against)}",
         "weights": weights,
@@ -320,10 +329,11 @@ def main(argv=None) -> int:
         "eval_run_end": end, "eval_start": start, "run_minus_start": gain, "better_in_every_cell": better,
         "best_public": goal, "run_minus_best_public": diff(end, goal),
     })  # fmt: skip
-    title = (f"{label}: validation minus {init.name}" if against else
-             f"{label} from {Path(config['init_weights']).name}: validation minus the start")  # fmt: skip
+    title = f"{label}: validation minus {start_name}"
+    if not against:
+        title = f"{label} from {Path(config['init_weights']).name}: validation minus the start"
     plot_gain(history["val"], start, goal, config.get("batch_size", 0), title, json_path.with_suffix(".png"),
-              lr_decay_steps(config, summary["steps"]), init.name if against else "the start")  # fmt: skip
+              lr_decay_steps(config, summary["steps"]), start_name)  # fmt: skip
     print(f"wrote {json_path}", file=sys.stderr)
     return 0
 

@@ -426,6 +426,7 @@ def test_cycle_report_sets_a_run_against_other_weights(tiny, tmp_path, capsys, m
     monkeypatch.setattr(cycle_report, "save_figure", lambda fig, path: figures.append(fig.axes[0].get_ylabel()))
     cycle_report.plot_gain({"val": {"2": [[1, 30.0]]}}, {"val": {"2": 29.0}}, {}, 64, "t", tmp_path / "y.png", (), "shipped.safetensors")
     assert figures == ["val PSNR minus shipped.safetensors's (dB)"]
+    monkeypatch.undo()  # figures are written again
     with pytest.raises(SystemExit):  # one set against its start, one against another file: not a pair
         cycle_report.main(["--compare", str(own), str(vs_other), "-o", str(tmp_path / "no.png")])
     assert "set against " in capsys.readouterr().err and not (tmp_path / "no.png").exists()
@@ -433,6 +434,8 @@ def test_cycle_report_sets_a_run_against_other_weights(tiny, tmp_path, capsys, m
     assert run_main(["--config", str(tiny), "--output-dir", str(cold), "--max-steps", "1"]) == 0
     assert cycle_report.main([str(cold), "--json", str(tmp_path / "cold.json"), "--data", str(val), "--scales", "2", "--against", str(other)]) == 0
     assert json.loads((tmp_path / "cold.json").read_text())["init_weights"] is None
+    pair = tmp_path / "pair.png"  # two runs from different starts, both set against one file: a pair
+    assert cycle_report.main(["--compare", str(vs_other), str(tmp_path / "cold.json"), "-o", str(pair)]) == 0 and pair.is_file()
     capsys.readouterr()
     with pytest.raises(SystemExit):
         cycle_report.main([str(warm), "--json", str(tmp_path / "x.json"), "--data", str(val), "--against", str(tmp_path / "gone.safetensors")])
