@@ -13,11 +13,18 @@ status 1 if a file would not round-trip.
 ``--sets T91 BSD200 Set5`` packs only those folders (and removes an earlier pack's others), for a
 call whose working tree is too big for all four: leaving Set14 out saves 3.2 MiB, and
 ``scripts/gpu_run.sh`` then evaluates on Set5 alone (Set14 waits for the CPU: cycle_report).
+
+Then it adds what the device call would carry: the repository's working tree (``--repo``, default
+this one: tracked files and untracked ones git does not ignore, as the device tool copies them)
+plus the pack, and prints the sum against ``--limit-mib`` (64). Over it, exit status 3 with the
+tree's largest files named, so a call is never started that would be refused (move a file the
+device does not need out of the tree for the call, or pack fewer sets).
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -51,11 +58,52 @@ def to_webp(src: Path, dst: Path) -> tuple[str, int, int, bool]:
     return src.name, src.stat().st_size, dst.stat().st_size, exact
 
 
+def working_tree_files(repo: Path) -> list[tuple[int, str]] | None:
+    """(bytes, path) of each file a device call copies from ``repo``: git's tracked files that are
+    present and its untracked, not-ignored ones; None when ``repo`` is not a git working tree."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             capture_output=True, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    files = []
+    for name in sorted(set(out.decode().split("\0")) - {""}):
+        path = repo / name
+        if path.is_file() and not path.is_symlink():  # a tracked file deleted from the tree does not travel
+            files.append((path.stat().st_size, name))
+    return files
+
+
+def check_payload(repo: Path, pack: Path, limit_mib: float) -> int:
+    """Print the call's payload (working tree + pack) against the limit; 0 if it fits, 3 if not."""
+    files = working_tree_files(repo)
+    if files is None:
+        print(f"pack_gpu_data: {repo} is not a git working tree: the call's payload not checked", file=sys.stderr)
+        return 0
+    pack = pack.resolve()
+    files = [(n, name) for n, name in files if pack not in (repo / name).resolve().parents]  # counted once, as the pack
+    tree = sum(n for n, _ in files)
+    packed = sum(f.stat().st_size for f in pack.rglob("*") if f.is_file())
+    total = (tree + packed) / 2**20
+    print(f"device call: working tree {tree / 2**20:.1f} MiB + {pack.name} {packed / 2**20:.1f} MiB = "
+          f"{total:.1f} MiB of {limit_mib:g}")  # fmt: skip
+    if total <= limit_mib:
+        return 0
+    biggest = ", ".join(f"{name} ({n / 2**20:.1f} MiB)" for n, name in sorted(files, reverse=True)[:5])
+    print(f"pack_gpu_data: error: the call would carry {total:.1f} MiB, over {limit_mib:g} MiB: move files the device "
+          f"does not need out of the working tree for the call, or pack fewer --sets; the largest: {biggest}",
+          file=sys.stderr)  # fmt: skip
+    return 3
+
+
 def main(argv=None) -> int:
     ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "gpu_data")
     ap.add_argument("--workers", type=number(int, 1, 64), default=2)
+    ap.add_argument("--repo", type=Path, default=ROOT, help="the working tree the call copies (default: this repository)")
+    ap.add_argument("--limit-mib", type=number(float, 1, 1 << 20), default=64.0,
+                    help="the call's limit, working tree plus carry (default 64)")
     ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), metavar="NAME",
                     help=f"the folders to pack (default: all of {', '.join(SETS)}; gpu_run.sh needs T91, BSD200, Set5)")
     args = ap.parse_args(argv)
@@ -88,7 +136,7 @@ def main(argv=None) -> int:
     if bad:
         print(f"pack_gpu_data: error: not bit-exact after WebP: {', '.join(bad)}", file=sys.stderr)
         return 1
-    return 0
+    return check_payload(args.repo, args.out, args.limit_mib)
 
 
 if __name__ == "__main__":
