@@ -228,7 +228,10 @@ def plot_compare(records: dict[str, dict], path: Path) -> dict:
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set(xlabel=step_label(records), ylabel=f"{name or 'validation'} PSNR minus the start's (dB)",
            title=f"{' vs '.join(records)}: validation minus the start")  # fmt: skip
-    ax.legend(fontsize=8, ncol=2, loc="lower left")
+    if drawn:
+        ax.legend(fontsize=8, ncol=2, loc="lower left")
+    else:  # no record validated on a set the start was evaluated on
+        ax.text(0.5, 0.5, "no validation set in common with the start's evaluation", ha="center", transform=ax.transAxes)
     save_figure(fig, path)
     return drawn
 
