@@ -211,7 +211,9 @@ def plot_compare(records: dict[str, dict], path: Path) -> dict:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    start = next(iter(records.values()))["eval_start"]
+    first = next(iter(records.values()))  # what every record was set against (compare checked it)
+    start = first["eval_start"]
+    start_name = Path(first["against"]).name if first.get("against") else "the start"
     styles = ("-", "--", ":", "-.")
     name, drawn = None, {}
     for j, (label, rec) in enumerate(records.items()):
@@ -226,8 +228,8 @@ def plot_compare(records: dict[str, dict], path: Path) -> dict:
                 xs, ys = zip(*drawn[f"{label} x{s}"])
                 ax.plot(xs, ys, ls=styles[j % len(styles)], marker="o", ms=3, color=f"C{i}", label=f"x{s}: {label}")
     ax.axhline(0.0, color="black", lw=0.8)
-    ax.set(xlabel=step_label(records), ylabel=f"{name or 'validation'} PSNR minus the start's (dB)",
-           title=f"{' vs '.join(records)}: validation minus the start")  # fmt: skip
+    ax.set(xlabel=step_label(records), ylabel=f"{name or 'validation'} PSNR minus {start_name}'s (dB)",
+           title=f"{' vs '.join(records)}: validation minus {start_name}")  # fmt: skip
     if drawn:
         ax.legend(fontsize=8, ncol=2, loc="lower left")
     else:  # no record validated on a set the start was evaluated on
@@ -332,9 +334,8 @@ def main(argv=None) -> int:
         "eval_run_end": end, "eval_start": start, "run_minus_start": gain, "better_in_every_cell": better,
         "best_public": goal, "run_minus_best_public": diff(end, goal),
     })  # fmt: skip
-    title = f"{label}: validation minus {start_name}"
-    if not against:
-        title = f"{label} from {Path(config['init_weights']).name}: validation minus the start"
+    title = (f"{label}: validation minus {start_name}" if against else
+             f"{label} from {Path(config['init_weights']).name}: validation minus the start")  # fmt: skip
     plot_gain(history["val"], start, goal, config.get("batch_size", 0), title, json_path.with_suffix(".png"),
               lr_decay_steps(config, summary["steps"]), start_name)  # fmt: skip
     print(f"wrote {json_path}", file=sys.stderr)

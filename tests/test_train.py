@@ -435,7 +435,11 @@ def test_cycle_report_sets_a_run_against_other_weights(tiny, tmp_path, capsys, m
     assert cycle_report.main([str(cold), "--json", str(tmp_path / "cold.json"), "--data", str(val), "--scales", "2", "--against", str(other)]) == 0
     assert json.loads((tmp_path / "cold.json").read_text())["init_weights"] is None
     pair = tmp_path / "pair.png"  # two runs from different starts, both set against one file: a pair
+    save, labels = cycle_report.save_figure, []
+    monkeypatch.setattr(cycle_report, "save_figure", lambda fig, path: (labels.append(fig.axes[0].get_ylabel()), save(fig, path)))
     assert cycle_report.main(["--compare", str(vs_other), str(tmp_path / "cold.json"), "-o", str(pair)]) == 0 and pair.is_file()
+    assert labels and labels[0].endswith(f"minus {other.name}'s (dB)")  # the file both were set against, not "the start"
+    monkeypatch.undo()
     capsys.readouterr()
     with pytest.raises(SystemExit):
         cycle_report.main([str(warm), "--json", str(tmp_path / "x.json"), "--data", str(val), "--against", str(tmp_path / "gone.safetensors")])
