@@ -1,0 +1,148 @@
+"""Replace an in-progress run's committed checkpoint with a newer one of the same run, and move
+the step everywhere the docs name it.
+
+    python scripts/commit_checkpoint.py runs/paper-long-cycle2/checkpoints/step-0015000
+        [--recipe paper-long-cycle2] [--repo .]
+
+A run that spans working sessions on the CPU keeps its newest whole checkpoint in
+``checkpoints/RECIPE-step-NNNNNNN`` (``checkpoints/README.md``), and five places name that step:
+the checkpoint path in ``benchmarks/README.md`` (the loan plan), ``checkpoints/README.md`` and the
+recipe's YAML, and README's "begun / started on the CPU ..., at step N" (twice).
+``tests/test_committed_checkpoint.py`` fails when one is missed; this script does them all, so a
+session can commit its progress in one step, mid-run as well as at its end.
+
+It refuses (exit status 2, one line naming the folder and the problem, nothing changed) a
+checkpoint that is not whole, not of the same run (another ``init_sha256`` or optimizer), or not
+newer than the committed one. The copy is written beside its final name and renamed into place;
+the old folder is removed only after that. It does not run git: commit with
+``git add -A checkpoints README.md benchmarks/README.md launch/configs/RECIPE.yaml``. The
+session's row in ``checkpoints/README.md``'s table (its steps, rate and validation) is still
+written by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vdsr.cliargs import ArgParser  # noqa: E402
+
+NEEDED = ("model.safetensors", "ema.safetensors", "optimizer.bin", "train_state.json")
+
+
+def resume_docs(recipe: str) -> tuple[str, ...]:
+    """The files (relative to the repository) that name the committed checkpoint's path."""
+    return ("benchmarks/README.md", "checkpoints/README.md", f"launch/configs/{recipe}.yaml")
+
+
+# README's progress phrases: the recipes table's row and the narrative
+PROGRESS = re.compile(r"((?:begun|started) on the CPU[^|.]*?, at step )([\d,]+)")
+
+
+class Refused(Exception):
+    """The checkpoint cannot replace the committed one; the message names it and why."""
+
+
+def read_state(folder: Path) -> dict:
+    """train_state.json of a whole checkpoint folder (Refused if a file is missing or unreadable)."""
+    missing = [n for n in NEEDED if not (folder / n).is_file()]
+    if missing:
+        raise Refused(f"{folder}: not a whole checkpoint (missing {', '.join(missing)})")
+    try:
+        state = json.loads((folder / "train_state.json").read_text())
+        int(state["step"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise Refused(f"{folder}/train_state.json: unreadable ({e})") from None
+    from safetensors import safe_open
+
+    for name in ("model.safetensors", "ema.safetensors"):
+        try:
+            with safe_open(str(folder / name), "pt") as f:
+                if not list(f.keys()):
+                    raise Refused(f"{folder / name}: holds no tensors")
+        except Refused:
+            raise
+        except Exception as e:  # a truncated or foreign file
+            raise Refused(f"{folder / name}: not a readable safetensors file ({e})") from None
+    return state
+
+
+def committed(repo: Path, recipe: str) -> Path:
+    folders = sorted((repo / "checkpoints").glob(f"{recipe}-step-*"))
+    if len(folders) != 1:
+        raise Refused(f"{repo / 'checkpoints'}: one committed {recipe} checkpoint expected, found "
+                      f"{[f.name for f in folders]}")
+    return folders[0]
+
+
+def replace(src: Path, repo: Path, recipe: str) -> tuple[Path, Path, list[str]]:
+    """Copy src in as checkpoints/RECIPE-step-N, remove the old folder, rewrite the docs.
+    Returns (old folder, new folder, the docs changed)."""
+    old = committed(repo, recipe)
+    old_state, new_state = read_state(old), read_state(src)
+    for key in ("init_sha256", "optimizer"):
+        if new_state.get(key) != old_state.get(key):
+            raise Refused(f"{src}: another run ({key} {new_state.get(key)!r}, the committed "
+                          f"{old.name} has {old_state.get(key)!r})")
+    step, old_step = int(new_state["step"]), int(old_state["step"])
+    if step <= old_step:
+        raise Refused(f"{src}: step {step} is not newer than the committed {old.name}")
+    new = repo / "checkpoints" / f"{recipe}-step-{step:07d}"
+    # check every doc before changing anything
+    texts = {}
+    for doc in (*resume_docs(recipe), "README.md"):
+        path = repo / doc
+        if not path.is_file():
+            raise Refused(f"{path}: missing")
+        texts[doc] = path.read_text()
+    for doc in resume_docs(recipe):
+        if f"checkpoints/{old.name}" not in texts[doc]:
+            raise Refused(f"{repo / doc}: does not name checkpoints/{old.name}")
+    found = PROGRESS.findall(texts["README.md"])
+    if len(found) != 2 or {n for _, n in found} != {f"{old_step:,}"}:
+        raise Refused(f"{repo / 'README.md'}: expected two 'on the CPU ..., at step {old_step:,}' phrases, "
+                      f"found {[n for _, n in found]}")
+
+    tmp = new.with_name(new.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    tmp.rename(new)
+    shutil.rmtree(old)
+    changed = []
+    for doc, text in texts.items():
+        if doc == "README.md":
+            out = PROGRESS.sub(lambda m: m.group(1) + f"{step:,}", text)
+        else:
+            out = re.sub(rf"checkpoints/{re.escape(recipe)}-step-\d+", f"checkpoints/{new.name}", text)
+        if out != text:
+            part = repo / (doc + ".tmp")
+            part.write_text(out)
+            part.replace(repo / doc)
+            changed.append(doc)
+    return old, new, changed
+
+
+def main(argv=None) -> int:
+    ap = ArgParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", type=Path, help="the run's newer checkpoint folder (Accelerate save_state)")
+    ap.add_argument("--recipe", default="paper-long-cycle2", help="the run's recipe (default: %(default)s)")
+    ap.add_argument("--repo", type=Path, default=ROOT, help="the repository (default: this one)")
+    args = ap.parse_args(argv)
+    try:
+        old, new, changed = replace(args.checkpoint, args.repo, args.recipe)
+    except Refused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{old.name} -> {new.name}; updated {', '.join(changed)}")
+    print(f"commit: git add -A checkpoints {' '.join(changed)}; add this session's row to checkpoints/README.md's table")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
