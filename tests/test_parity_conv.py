@@ -389,9 +389,15 @@ def test_parity_compiled_float32_never_uses_the_ieee_dot(monkeypatch):
 def test_parity_train_step_triton_matches_torch():
     """train.py's step (forward, SSE loss, backward, adjustable clipping, SGD with momentum and
     weight decay) with the Triton backend against the torch one from the same weights: float32,
-    four steps at lr 0.01, the losses and the weight updates agree. The elements the clipping
-    bounds (at theta / lr) are equal; the others differ by float32 rounding of gradients larger
-    than that bound (measured 3.3e-5 of the largest update after four steps, 1.4e-6 unclipped)."""
+    four steps at lr 0.01, the losses and the weight updates agree.
+
+    The weights are float32, so two updates that differ in the last bits of a gradient can round
+    to weights an ulp or two apart, and an ulp of the first layer's largest weight (1.27 here) is
+    1.3e-4 of its update (9e-4 after four steps): a bound on the update alone (2e-4, until
+    2026-12-04) leaves under two ulps, and an H200 (cuDNN float32 against 3xTF32) failed it at
+    6.3e-4, about five ulps. So each weight may differ by 2e-4 of its layer's largest update plus
+    8 ulps of itself. Measured on the CPU: at most 0.24 of that bound (2 ulps, in the first layer);
+    torch against torch with the target 0.2% off (xb + 0.0501 for xb + 0.05), 10 to 345 times it."""
     import sys
     from pathlib import Path
 
@@ -418,5 +424,11 @@ def test_parity_train_step_triton_matches_torch():
     assert loss_f == pytest.approx(loss_t, rel=1e-5)
     moved = [rel_err(a - b, a) for a, b in zip(w_t, ref.parameters())]
     assert max(moved) > 1e-3  # the steps did move the weights
-    for a, b, p in zip(w_f, w_t, ref.parameters()):
-        assert rel_err(a - p.detach(), b - p.detach()) <= 2e-4  # the same update
+    excess = {}  # per parameter: its largest difference over what the bound allows (<= 1 passes)
+    for a, b, (name, p) in zip(w_f, w_t, ref.named_parameters()):
+        ulp = torch.nextafter(b.abs(), torch.full_like(b, float("inf"))) - b.abs()
+        allowed = 2e-4 * (b - p.detach()).abs().max() + 8 * ulp
+        excess[name] = ((a - b).abs() / allowed).max().item()
+    worst = max(excess, key=excess.get)
+    assert excess[worst] <= 1, f"{worst} is {excess[worst]:.3g} x the bound; all: " + ", ".join(
+        f"{n} {e:.2g}" for n, e in excess.items())
