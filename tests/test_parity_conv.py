@@ -394,8 +394,7 @@ def test_parity_train_step_triton_matches_torch():
     The weights are float32, so two updates that differ in the last bits of a gradient can round
     to weights an ulp or two apart, and an ulp of the first layer's largest weight (1.27 here) is
     1.3e-4 of its update (9e-4 after four steps): a bound on the update alone (2e-4, until
-    2026-12-04) leaves under two ulps, and an H200 failed it at
-    6.3e-4, about five ulps. So each weight may differ by 2e-4 of its layer's largest update plus
+    2026-12-04) leaves under two ulps, and an H200 failed it at 6.3e-4, about five ulps. So each weight may differ by 2e-4 of its layer's largest update plus
     8 ulps of itself. Measured on the CPU: at most 0.24 of that bound (2 ulps, in the first layer);
     torch against torch with the target 0.2% off (xb + 0.0501 for xb + 0.05), 10 to 345 times it."""
     import sys
