@@ -38,6 +38,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -59,7 +60,7 @@ sys.path.insert(0, str(REPO))
 from vdsr.atomic import atomic_path, write_json  # noqa: E402
 from vdsr.checkpoint import file_sha256, load_weights, save_weights  # noqa: E402
 from vdsr.cliargs import ArgParser, number  # noqa: E402
-from vdsr.data import PatchSampler, add_downsized, crop_size, load_store, make_loader  # noqa: E402
+from vdsr.data import PatchSampler, add_downsized, crop_size, edge_pad, load_store, make_loader, pad_edges  # noqa: E402
 from vdsr.demo import DEMO_TRAIN, DEMO_VAL, demo_files  # noqa: E402
 from vdsr.errors import InputError  # noqa: E402
 from vdsr.evaluate import Dataset, check_scales, evaluate, open_dataset, vdsr_method  # noqa: E402
@@ -99,6 +100,7 @@ class Config:
     loss: str = "sse_mean"  # 1/2 SSE per patch, batch mean; or "sse_sum": SSE summed over the batch
     rotate: bool = False
     downsize: list = field(default_factory=list)  # extra copies of the images shrunk by these factors
+    edge_patches: bool = False  # patches may touch the image edges (exact whole-image LR there), as test pixels do
     bf16: bool | str = "auto"  # bfloat16 autocast: true, false, or auto (where the hardware has it; float32 elsewhere)
     tf32: bool = False  # float32 math (bf16 off) may use TF32: cuDNN, cuBLAS and the Triton kernels
     channels_last: bool = True
@@ -149,7 +151,7 @@ class Config:
             check_bf16_setting(self.bf16)
         except InputError as e:
             raise InputError(f"config: {e}") from None
-        for key in ("bias", "rotate", "tf32", "channels_last", "cuda_graph", "debug_ranks"):
+        for key in ("bias", "rotate", "edge_patches", "tf32", "channels_last", "cuda_graph", "debug_ranks"):
             if not isinstance(getattr(self, key), bool):
                 raise InputError(f"config: {key} = {getattr(self, key)!r}; expected true or false")
         for key in ("data", "val_data"):
@@ -649,9 +651,11 @@ def main(argv=None) -> int:
     store = load_store(resolve_folders(cfg.data, DEMO_TRAIN), crop)
     if cfg.downsize:
         add_downsized(store, cfg.downsize, crop)
+    if cfg.edge_patches:  # a mirrored border, so that patches reach the edges (vdsr/data/patches.py)
+        pad_edges(store, edge_pad(cfg.scales, cfg.patch_size), math.lcm(*cfg.scales))
     sampler = PatchSampler(
         store.sizes, cfg.scales, cfg.batch_size // world, cfg.sampling, cfg.patches_per_epoch,
-        cfg.fixed_count, cfg.rotate, cfg.seed, rank, world, cfg.patch_size,
+        cfg.fixed_count, cfg.rotate, cfg.seed, rank, world, cfg.patch_size, store.pad,
     )  # fmt: skip
     loader = make_loader(store, sampler, cfg.loader, device, cfg.loader_workers, cfg.loader_chunk)
     steps_per_epoch = len(sampler)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from vdsr.color import rgb_to_y
-from vdsr.data import PatchSampler, crop_size, load_store, make_loader
+from vdsr.data import PatchSampler, crop_size, edge_pad, load_store, make_loader, pad_edges
 from vdsr.data.loaders import dali_available, torch_crops
 from vdsr.data.patches import PATCH, Draws, position_range, synthesize
 from vdsr.data.store import to_y
@@ -85,6 +85,67 @@ def test_patch_equals_whole_image_degradation(scale, patch, rng):
                 a = a.T if tr else a
                 got = (lr if arr_name == "want_lr" else hr)[k, 0].numpy()
                 assert np.abs(got - a).max() <= 1e-5, (scale, k, arr_name, fh, fv, tr)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_edge_patch_equals_whole_image_degradation(scale, rng):
+    """With ``edge_patches`` (a mirrored border, ``pad_edges``), patches touching every edge
+    and corner of the image are still exactly the whole image's degradation (the protocol's:
+    the image mod-cropped, MATLAB's symmetric edges), flips and transposes included."""
+    img = to_y(smooth_image(rng, 130, 157))  # neither side a multiple of 12
+    store = type("S", (), {"images": [img.copy()], "pad": 0})()
+    pad = edge_pad([2, 3, 4])
+    pad_edges(store, pad, 12)
+    h, w = 120, 156  # mod-cropped to the lcm of the scales
+    assert store.images[0].shape == (h + 2 * pad, w + 2 * pad)
+    assert np.array_equal(store.images[0][pad:-pad, pad:-pad], img[:h, :w])
+    whole = degrade(torch.from_numpy(img[:h, :w]).double()[None, None], scale)[0, 0].numpy()
+    ys = np.array([0, 0, h - PATCH, h - PATCH, 1, h // 2, scale - 1])
+    xs = np.array([0, w - PATCH, 0, w - PATCH, w - PATCH - 1, 0, w // 3])
+    n = len(ys)
+    for fh, fv, tr in [(0, 0, 0), (1, 0, 0), (0, 1, 1), (1, 1, 1)]:
+        flags = [np.full(n, bool(f)) for f in (fh, fv, tr)]
+        d = Draws(np.zeros(n, int), ys + pad, xs + pad, np.full(n, scale), *flags)
+        crops = torch_crops(store, d, CROP)
+        _, _, oy, ox = d.crop_boxes(CROP, PATCH)
+        lr, hr = synthesize(crops, d.scale, oy, ox)
+        for k in range(n):
+            for got, want in ((lr, whole), (hr, img)):
+                a = want[ys[k] : ys[k] + PATCH, xs[k] : xs[k] + PATCH]
+                a = a[:, ::-1] if fh else a
+                a = a[::-1] if fv else a
+                a = a.T if tr else a
+                assert np.abs(got[k, 0].numpy() - a).max() <= 1e-5, (scale, k, fh, fv, tr)
+
+
+def test_edge_sampler_reaches_every_edge_and_stays_inside(folder):
+    """The padded sampler draws positions over the whole image, edges included, never into the
+    mirrored border, with every crop inside the padded image; the plain sampler keeps 4s away."""
+    store = load_store([folder], CROP)
+    plain = PatchSampler(store.sizes, batch_size=64, patches_per_epoch=64 * 40, seed=1)
+    pad = edge_pad([2, 3, 4])
+    pad_edges(store, pad, 12)
+    with pytest.raises(ValueError, match="already padded"):
+        pad_edges(store, pad, 12)
+    with pytest.raises(ValueError, match="multiple of every scale"):
+        PatchSampler(store.sizes, batch_size=64, patches_per_epoch=64, pad=pad - 12)
+    edge = PatchSampler(store.sizes, batch_size=64, patches_per_epoch=64 * 40, seed=1, pad=pad)
+    for sampler, at_edge in ((plain, False), (edge, True)):
+        ys, xs, touched = [], [], False
+        for d in sampler.epoch(0):
+            hw = np.array(sampler.sizes)[d.image]
+            cy, cx, _, _ = d.crop_boxes(sampler.crop, PATCH)
+            assert (cy >= 0).all() and (cx >= 0).all()
+            assert (cy + sampler.crop <= hw[:, 0]).all() and (cx + sampler.crop <= hw[:, 1]).all()
+            y, x = d.y - sampler.pad, d.x - sampler.pad  # in image coordinates
+            h, w = hw[:, 0] - 2 * sampler.pad, hw[:, 1] - 2 * sampler.pad
+            assert (y >= 0).all() and (x >= 0).all() and (y + PATCH <= h).all() and (x + PATCH <= w).all()
+            touched |= bool(((y == 0) | (x == 0) | (y + PATCH == h) | (x + PATCH == w)).any())
+            ys.append(y.min())
+        assert touched == at_edge
+        assert (min(ys) == 0) == at_edge
+    grid = PatchSampler(store.sizes, batch_size=2, mode="fixed", seed=0, pad=pad)
+    assert grid.grid[:, 1].min() == pad and grid.grid[:, 2].min() == pad  # the grid starts at the image corner
 
 
 def test_store_y_matches_protocol_and_grey_is_own_y(folder):

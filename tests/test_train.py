@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -667,6 +668,34 @@ def test_patch_size_sets_the_patches_and_their_crops(tiny, tmp_path, monkeypatch
     patch, crop, smallest = seen[0]
     assert patch == 64 and crop == train.crop_size([2, 3, 4], 64) == 108 and smallest >= crop
     assert seen[1:3] == [((8, 1, 64, 64), (8, 1, 64, 64))] * 2
+
+
+def test_edge_patches_pad_the_store_and_reach_the_edges(tiny, tmp_path, monkeypatch):
+    """edge_patches=true (with the downsized copies): every image, copies included, carries the
+    mirrored border the sampler is told, some patches touch an image edge, config.json records it."""
+    seen = []
+    real = train.make_loader
+
+    def recording(store, sampler, *args, **kwargs):
+        seen.append((store, sampler))
+        return real(store, sampler, *args, **kwargs)
+
+    monkeypatch.setattr(train, "make_loader", recording)
+    out = tmp_path / "run"
+    argv = ["--config", str(tiny), "--output-dir", str(out), "--max-steps", "2",
+            "--set", "edge_patches=true", "downsize=[0.7]"]  # fmt: skip
+    assert run_main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["edge_patches"] is True
+    store, sampler = seen[0]
+    pad = train.edge_pad([2, 3, 4])
+    assert store.pad == sampler.pad == pad == 36
+    assert any("@0.7" in p.stem for p in store.paths)
+    assert all((h - 2 * pad) % 12 == 0 and (w - 2 * pad) % 12 == 0 for h, w in store.sizes)
+    many = train.PatchSampler(store.sizes, [2, 3, 4], 64, "random", 64 * 100, pad=sampler.pad)
+    yx = np.concatenate([np.stack([d.y, d.x], 1) for d in many.epoch(0)]) - pad
+    assert yx.min() == 0  # patches at the top or left edge of their image (the plain sampler: never)
+    with pytest.raises(train.InputError, match="edge_patches"):
+        run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "bad"), "--set", "edge_patches=3"])
 
 
 def test_add_downsized_copies():

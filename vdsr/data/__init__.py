@@ -10,7 +10,7 @@
 
 from .device_stream import DevicePatchStream
 from .loaders import PatchLoader, make_loader
-from .patches import PatchSampler, crop_size
-from .store import ImageStore, add_downsized, load_store
+from .patches import PatchSampler, crop_size, edge_pad
+from .store import ImageStore, add_downsized, load_store, pad_edges
 
-__all__ = ["ImageStore", "load_store", "add_downsized", "PatchSampler", "crop_size", "PatchLoader", "make_loader", "DevicePatchStream"]
+__all__ = ["ImageStore", "load_store", "add_downsized", "pad_edges", "PatchSampler", "crop_size", "edge_pad", "PatchLoader", "make_loader", "DevicePatchStream"]

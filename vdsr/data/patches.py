@@ -12,6 +12,12 @@ an ``L x L`` crop around it is degraded and the patch is cut from the middle:
 * ``L`` (:func:`crop_size`) is one size for every scale of the set (84 for {2, 3, 4}), a
   multiple of each scale, so crops of all scales batch together.
 
+Edges. By default a crop must fit inside the image, so no patch comes nearer than ``4s`` to its
+top or left edge (and further from the others). With ``edge_patches`` the store's images carry a
+mirrored border (:func:`~vdsr.data.store.pad_edges`, ``pad`` = :func:`edge_pad`) and patches are
+drawn anywhere inside the image, up to its edges, where the test images' pixels also lie (the
+protocol shaves only ``s`` pixels, and 20 layers of zero padding reach 20 pixels in).
+
 Augmentation is an element of the dihedral group: optional horizontal flip, vertical flip,
 then transpose (flips only by default; with ``rotate=True`` all eight, i.e. the 90-degree
 rotations too). Up(down(.)) commutes with these on a crop whose side divides by s, so the crop
@@ -38,6 +44,7 @@ __all__ = [
     "PATCH",
     "margin",
     "crop_size",
+    "edge_pad",
     "crop_origin",
     "position_range",
     "augmented_offset",
@@ -58,6 +65,15 @@ def crop_size(scales: Sequence[int], patch: int = PATCH) -> int:
     """The crop side L: a multiple of every scale, room for offset + patch + both margins."""
     lcm = math.lcm(*scales)
     need = max(patch + 2 * margin(s) + s - 1 for s in scales)
+    return lcm * math.ceil(need / lcm)
+
+
+def edge_pad(scales: Sequence[int], patch: int = PATCH) -> int:
+    """The mirrored border (pixels, a multiple of every scale) that lets a patch touch any edge
+    of the image with its whole crop inside the padded image."""
+    lcm, crop = math.lcm(*scales), crop_size(scales, patch)
+    # near edge: the crop starts 4s before the patch; far edge: it ends crop - 4s - patch after it
+    need = max(max(margin(s), crop - margin(s) - patch) for s in scales)
     return lcm * math.ceil(need / lcm)
 
 
@@ -113,6 +129,8 @@ class PatchSampler:
         fixed_count: fixed mode: a seeded subset of this many grid patches (None: all).
         rotate: also draw transposes (with the flips: the 90-degree rotations).
         seed, rank, world: the run seed and this process's place in it.
+        pad: the store's mirrored border (:func:`edge_pad`; 0: none). With a border, ``sizes``
+            are the padded sizes and patches are drawn anywhere inside the image, edges included.
     """
 
     def __init__(
@@ -128,6 +146,7 @@ class PatchSampler:
         rank: int = 0,
         world: int = 1,
         patch: int = PATCH,
+        pad: int = 0,
     ):
         if mode not in ("random", "fixed"):
             raise ValueError(f"sampling mode must be 'random' or 'fixed', got {mode!r}")
@@ -138,6 +157,11 @@ class PatchSampler:
         self.batch_size, self.mode, self.rotate = batch_size, mode, rotate
         self.seed, self.rank, self.world, self.patch = seed, rank, world, patch
         self.crop = crop_size(list(self.scales), patch)
+        self.pad = int(pad)
+        if self.pad:
+            need = edge_pad(list(self.scales), patch)
+            if self.pad < need or any(self.pad % int(s) for s in self.scales):
+                raise ValueError(f"pad {self.pad}: need a multiple of every scale {list(self.scales)}, at least {need}")
         if mode == "fixed":
             self.grid = self._grid()
             self.grid_count = len(self.grid)
@@ -149,18 +173,25 @@ class PatchSampler:
             per_rank = len(self.grid) // world
         else:
             per_rank = patches_per_epoch // world
-            areas = np.array([h * w for h, w in self.sizes], dtype=np.float64)
+            p2 = 2 * self.pad
+            areas = np.array([(h - p2) * (w - p2) for h, w in self.sizes], dtype=np.float64)
             self.image_p = areas / areas.sum()  # every pixel equally likely
         self.batches_per_epoch = per_rank // batch_size
         if self.batches_per_epoch == 0:
             raise ValueError(f"fewer than one batch of {batch_size} per rank per epoch ({per_rank} patches per rank)")
 
+    def _range(self, length, scale):
+        """Inclusive range of patch positions along a side of ``length`` (ints or arrays)."""
+        if self.pad:
+            return self.pad + 0 * length + 0 * scale, length - self.pad - self.patch + 0 * scale
+        return position_range(length, scale, self.crop)
+
     def _grid(self) -> np.ndarray:
         """Disjoint P x P patches on a grid, every crop fitting for every scale: rows (image, y, x)."""
         rows = []
         for i, (h, w) in enumerate(self.sizes):
-            ry = [position_range(h, int(s), self.crop) for s in self.scales]
-            rx = [position_range(w, int(s), self.crop) for s in self.scales]
+            ry = [self._range(h, int(s)) for s in self.scales]
+            rx = [self._range(w, int(s)) for s in self.scales]
             y_lo, y_hi = max(r[0] for r in ry), min(r[1] for r in ry)
             x_lo, x_hi = max(r[0] for r in rx), min(r[1] for r in rx)
             for y in range(y_lo, y_hi + 1, self.patch):
@@ -190,7 +221,7 @@ class PatchSampler:
         else:
             image = rng.choice(len(self.sizes), n, p=self.image_p)
             hw = np.array(self.sizes, dtype=np.int64)[image]  # n x 2
-            lo, hi = position_range(hw, scale[:, None], self.crop)
+            lo, hi = self._range(hw, scale[:, None])
             # one call, drawing y0, x0, y1, x1, ...: the same numbers as a loop of scalar draws
             yx = rng.integers(lo, hi + 1)
             y, x = yx[:, 0], yx[:, 1]

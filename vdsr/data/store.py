@@ -27,7 +27,7 @@ from ..color import rgb_to_y
 from ..errors import InputError
 from ..images import find_images, read_image
 
-__all__ = ["ImageStore", "load_store", "to_y", "add_downsized"]
+__all__ = ["ImageStore", "load_store", "to_y", "add_downsized", "pad_edges"]
 
 log = logging.getLogger("vdsr.data")
 
@@ -42,7 +42,10 @@ def to_y(img: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ImageStore:
-    """Decoded training images. ``images[i]`` is an ``H x W`` float32 C-contiguous array."""
+    """Decoded training images. ``images[i]`` is an ``H x W`` float32 C-contiguous array.
+
+    ``pad > 0`` (set by :func:`pad_edges`): every image carries a mirrored border of ``pad``
+    pixels on each side; the image itself is ``images[i][pad:-pad, pad:-pad]``."""
 
     images: list[np.ndarray]
     paths: list[Path]
@@ -50,6 +53,7 @@ class ImageStore:
     converted: list[tuple[Path, str]] = field(default_factory=list)
     per_folder: dict[str, int] = field(default_factory=dict)
     decoder: str = "pillow"
+    pad: int = 0
 
     @property
     def sizes(self) -> list[tuple[int, int]]:
@@ -212,6 +216,8 @@ def add_downsized(store: ImageStore, factors: Sequence[float], min_side: int) ->
     """
     from ..resize import imresize
 
+    if store.pad:
+        raise ValueError("add the downsized copies before pad_edges")
     if any(not 0 < f < 1 for f in factors):
         raise InputError(f"downsize factors must be in (0, 1), got {list(factors)}")
     n = len(store.images)
@@ -226,4 +232,30 @@ def add_downsized(store: ImageStore, factors: Sequence[float], min_side: int) ->
             added += 1
         store.per_folder[f"downsized x{f:g}"] = sum(1 for p in store.paths if f"@{f:g}" in p.stem)
     log.info("downsizing: %d copies added (factors %s); %d images in all", added, list(factors), len(store.images))
+    return store
+
+
+def pad_edges(store: ImageStore, pad: int, multiple: int) -> ImageStore:
+    """Let patches reach the image edges with exact whole-image LR there, in place.
+
+    Each image is cropped to a multiple of ``multiple`` (the lcm of the scales: a mod-crop
+    valid for every scale, from the bottom and right as the protocol's) and given a
+    half-sample symmetric border of ``pad`` pixels (MATLAB ``imresize``'s edge rule,
+    ``numpy.pad(mode="symmetric")``). Mirroring about the edge commutes with the bicubic
+    down- and upscale when the image side is a multiple of the scale, so a crop that reaches
+    into the border degrades, inside the image, exactly as the whole image does; the test
+    images are degraded that way, and their edges are where the network's zero padding meets
+    real content. ``pad`` must be a multiple of ``multiple`` (crops stay on every scale's grid)
+    and at least :func:`~vdsr.data.patches.edge_pad`; the sampler is told it
+    (``PatchSampler(pad=store.pad)``) and keeps every patch inside the image.
+    """
+    if store.pad:
+        raise ValueError(f"store already padded by {store.pad}")
+    if pad <= 0 or multiple <= 0 or pad % multiple:
+        raise ValueError(f"pad {pad} must be a positive multiple of {multiple}")
+    for i, im in enumerate(store.images):
+        h, w = (im.shape[0] // multiple) * multiple, (im.shape[1] // multiple) * multiple
+        store.images[i] = np.ascontiguousarray(np.pad(im[:h, :w], pad, mode="symmetric"))
+    store.pad = pad
+    log.info("edge patches: images mod-cropped to a multiple of %d and mirrored by %d pixels", multiple, pad)
     return store
