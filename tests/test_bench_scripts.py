@@ -228,3 +228,77 @@ def test_bench_grad_precision_compares_bf16_and_tf32_gradients(tmp_path):
     emulated = json.loads(out.read_text())
     assert emulated["bf16"] == "emulated" and emulated["rows"][0]["tf32"]["error"] == pytest.approx(toy["tf32"]["error"], rel=1e-2)
     assert 0.5 < emulated["rows"][0]["bf16"]["error"] / toy["bf16"]["error"] < 2
+
+
+def test_bench_fit_scores_weights_on_the_same_training_patches(tmp_path):
+    """bench_fit: the identity network (the last layer zeroed: output = bicubic input) scores the
+    bicubic PSNR exactly, every scale has patches, and the edge and downsized variants run."""
+    import numpy as np
+    from PIL import Image
+
+    from vdsr.checkpoint import save_weights
+    from vdsr.model import VDSR
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (150, 170, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    torch.manual_seed(0)
+    m = VDSR(depth=4, channels=8)
+    save_weights(tmp_path / "toy.safetensors", m)
+    with torch.no_grad():
+        m.layers[-1].weight.zero_()
+        m.layers[-1].bias.zero_()
+    save_weights(tmp_path / "identity.safetensors", m)
+    out = tmp_path / "fit.json"
+    for extra in ([], ["--edge-patches"], ["--downsize", "0.7"]):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "launch" / "bench_fit.py"), "--weights", str(tmp_path / "identity.safetensors"),
+             str(tmp_path / "toy.safetensors"), "--data", str(data), "--batches", "3", "--batch-size", "8",
+             "--json", str(out), *extra],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = json.loads(out.read_text())
+        identity, toy = (r["scales"] for r in report["rows"])
+        assert sum(v["patches"] for v in identity.values()) == 24
+        for s in ("2", "3", "4"):
+            assert identity[s]["psnr"] == pytest.approx(identity[s]["bicubic"], abs=1e-3)
+            assert toy[s]["bicubic"] == identity[s]["bicubic"] and toy[s]["psnr"] != identity[s]["psnr"]
+        assert report["edge_patches"] == ("--edge-patches" in extra) and report["downsize"] == (0.7 if "--downsize" in extra else None)
+
+
+def test_bench_edges_splits_the_protocol_psnr(tmp_path):
+    """bench_edges: for the identity network all three PSNRs are the bicubic image's (the
+    protocol's one is `vdsr eval`'s bicubic), and the inner one differs from it (other pixels)."""
+    import numpy as np
+    from PIL import Image
+
+    from vdsr.checkpoint import save_weights
+    from vdsr.evaluate import evaluate, open_dataset
+    from vdsr.model import VDSR
+
+    data = tmp_path / "set"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (96, 108, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    m = VDSR(depth=3, channels=4)
+    with torch.no_grad():
+        m.layers[-1].weight.zero_()
+        m.layers[-1].bias.zero_()
+    save_weights(tmp_path / "identity.safetensors", m)
+    out = tmp_path / "edges.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "bench_edges.py"), "--weights", str(tmp_path / "identity.safetensors"),
+         "--data", str(data), "--scales", "2", "3", "--band", "12", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())["rows"][0]["sets"]["set"]
+    bicubic = evaluate([open_dataset(data)], [2, 3], progress=False).summary()["set"]
+    for s in ("2", "3"):
+        assert got[s]["protocol"] == pytest.approx(bicubic[s]["psnr"], abs=1e-3)
+        assert got[s]["mirrored"] == pytest.approx(got[s]["protocol"], abs=1e-3)
+        assert abs(got[s]["inner"] - got[s]["protocol"]) > 1e-3
