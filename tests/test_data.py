@@ -202,9 +202,12 @@ def test_crops_flips_and_mixed_scales(folder, loader, patch):
 
 
 @pytest.mark.skipif(SKIP_DALI, reason="NVIDIA DALI not importable here (never skipped under CI)")
-def test_dali_and_torch_agree_on_the_same_draws(folder):
+@pytest.mark.parametrize("edges", [False, True])
+def test_dali_and_torch_agree_on_the_same_draws(folder, edges):
     store = load_store([folder], CROP)
-    sampler = PatchSampler(store.sizes, batch_size=16, patches_per_epoch=64, rotate=True, seed=5)
+    if edges:  # edge_patches: the mirrored store
+        pad_edges(store, edge_pad([2, 3, 4]), 12)
+    sampler = PatchSampler(store.sizes, batch_size=16, patches_per_epoch=64, rotate=True, seed=5, pad=store.pad)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = list(make_loader(store, sampler, "torch").epoch(1))
@@ -321,16 +324,18 @@ def test_training_images_from_shared_data(shared_data):
     assert grid.grid_count == 13678 and len(grid.grid) == 2490 and len(grid) == 2490 // 64
 
 
-@pytest.mark.parametrize("mode", ["random", "fixed"])
-def test_device_stream_equals_the_torch_loader(folder, mode):
+@pytest.mark.parametrize("mode,edges", [("random", False), ("fixed", False), ("random", True)])
+def test_device_stream_equals_the_torch_loader(folder, mode, edges):
     """The device-resident stream (run here on the CPU by the same code path) gives the torch
     loader's batches: HR bit for bit, the scales equal, LR within float32 rounding; also across
-    epochs, flips and transposes."""
+    epochs, flips and transposes, and from the mirrored store of ``edge_patches``."""
     from vdsr.data import DevicePatchStream
 
     store = load_store([folder], CROP)
+    if edges:
+        pad_edges(store, edge_pad([2, 3, 4]), 12)
     batch = 8 if mode == "random" else 2  # the fixed grid of these small images has 5 patches
-    sampler = PatchSampler(store.sizes, batch_size=batch, mode=mode, patches_per_epoch=48, rotate=True, seed=3)
+    sampler = PatchSampler(store.sizes, batch_size=batch, mode=mode, patches_per_epoch=48, rotate=True, seed=3, pad=store.pad)
     stream = make_loader(store, sampler, "device", "cpu")
     assert isinstance(stream, DevicePatchStream) and len(stream) == len(sampler)
     assert stream.store.nbytes == 4 * sum(h * w for h, w in store.sizes)
