@@ -20,7 +20,6 @@ edge rule) or the content that happens to lie there. On the 2-core Xeon about 40
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,9 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "launch"))
+
+from bench_fit import provenance  # noqa: E402
 
 from vdsr.atomic import write_json  # noqa: E402
 from vdsr.checkpoint import file_sha256, load_weights  # noqa: E402
@@ -93,9 +95,7 @@ def main() -> int:
         write_json(args.json, {
             "what": "mean PSNR (dB) by the protocol (shave s), inside a band (shave band) and with mirrored context "
                     "(launch/bench_edges.py)",
-            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "band": args.band, "scales": args.scales, "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
+            **provenance(t0), "band": args.band, "scales": args.scales, "rows": rows,
         })  # fmt: skip
         print(f"wrote {args.json}")
     return 0

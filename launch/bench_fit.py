@@ -40,6 +40,21 @@ from vdsr.data import PatchLoader, PatchSampler, add_downsized, crop_size, edge_
 SHARED = REPO.parent / "shared" / "data"
 
 
+def provenance(t0: float) -> dict:
+    """What a benchmark record says about its run: the command, the CPU, torch, the seconds."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": f"{cpu}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+
+
 def psnr_of(sse: float, n: int) -> float:
     """PSNR (dB) of a mean squared error ``sse / n`` on [0, 1] values."""
     return round(10 * math.log10(n / sse), 4) if sse > 0 else float("inf")
@@ -110,11 +125,9 @@ def main() -> int:
     if args.json:
         write_json(args.json, {
             "what": "PSNR of each weights file on the same training patches, float32, per scale (launch/bench_fit.py)",
-            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "batches": len(batches), "batch_size": args.batch_size, "scales": args.scales, "seed": args.seed,
-            "downsize": args.downsize, "edge_patches": args.edge_patches,
-            "data": [Path(d).name for d in args.data], "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
+            **provenance(t0), "batches": len(batches), "batch_size": args.batch_size, "scales": args.scales,
+            "seed": args.seed, "downsize": args.downsize, "edge_patches": args.edge_patches,
+            "data": [Path(d).name for d in args.data], "rows": rows,
         })  # fmt: skip
         print(f"wrote {args.json}")
     return 0
