@@ -61,22 +61,20 @@ def psnr_of(sse: float, n: int) -> float:
 
 
 @torch.no_grad()
-def fit(model: torch.nn.Module, batches: list, scales: list[int], bar: tqdm) -> dict:
-    """Per-scale sums of squared errors of the model and of its bicubic input, and pixel counts."""
+def sse_by_scale(batches: list, scales: list[int], model: torch.nn.Module | None, bar: tqdm | None = None) -> dict:
+    """Per scale: the summed squared error of the model's output (``None``: of the bicubic input
+    itself) against the HR patches, and the pixel count."""
     sse = {s: 0.0 for s in scales}
-    bic = {s: 0.0 for s in scales}
     n = {s: 0 for s in scales}
     for lr, hr, scale in batches:
-        out = model(lr)
+        out = lr if model is None else model(lr)
         for s in scales:
             m = scale == s
-            if m.any():
-                sse[s] += float((out[m].double() - hr[m].double()).pow(2).sum())
-                bic[s] += float((lr[m].double() - hr[m].double()).pow(2).sum())
-                n[s] += int(hr[m].numel())
-        bar.update(1)
-    return {str(s): {"psnr": psnr_of(sse[s], n[s]), "bicubic": psnr_of(bic[s], n[s]), "patches": n[s] // hr[0].numel()}
-            for s in scales}  # fmt: skip
+            sse[s] += float((out[m].double() - hr[m].double()).pow(2).sum())
+            n[s] += int(hr[m].numel())
+        if bar is not None:
+            bar.update(1)
+    return {s: (sse[s], n[s]) for s in scales}
 
 
 def main() -> int:
@@ -107,13 +105,17 @@ def main() -> int:
                            rotate=True, seed=args.seed, pad=store.pad)  # fmt: skip
     batches = [(lr, hr, s) for lr, hr, s in PatchLoader(store, sampler, "torch").epoch(0)][: args.batches]
 
+    patch_px = batches[0][1][0].numel()
+    bicubic = {s: psnr_of(*v) for s, v in sse_by_scale(batches, args.scales, None).items()}  # the same for every model
     rows = []
     bar = tqdm(total=len(batches) * len(args.weights), unit="batch", desc="forward")
     for w in args.weights:
         path = Path(w).resolve()
         model = load_weights(path).float().eval()
         name = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(w)
-        rows.append({"weights": name, "sha256": file_sha256(path), "scales": fit(model, batches, args.scales, bar)})
+        fit = sse_by_scale(batches, args.scales, model, bar)
+        scales = {str(s): {"psnr": psnr_of(*fit[s]), "bicubic": bicubic[s], "patches": fit[s][1] // patch_px} for s in args.scales}
+        rows.append({"weights": name, "sha256": file_sha256(path), "scales": scales})
     bar.close()
 
     copies = f", copies shrunk by {args.downsize:g}" if args.downsize else ""

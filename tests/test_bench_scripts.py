@@ -13,15 +13,32 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_bench_data_runs_every_loader(tmp_path):
+def random_images(folder: Path, count: int, h: int, w: int, seed: int = 0) -> Path:
+    """``count`` random RGB PNGs of ``h x w`` in a new ``folder`` (the benchmarks' toy data)."""
     import numpy as np
     from PIL import Image
 
-    data = tmp_path / "imgs"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (120, 130, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def save_identity(path: Path, depth: int, channels: int) -> None:
+    """A VDSR whose last layer is zero (its output is its bicubic input), saved to ``path``."""
+    from vdsr.checkpoint import save_weights
+    from vdsr.model import VDSR
+
+    m = VDSR(depth=depth, channels=channels)
+    with torch.no_grad():
+        m.layers[-1].weight.zero_()
+        m.layers[-1].bias.zero_()
+    save_weights(path, m)
+
+
+def test_bench_data_runs_every_loader(tmp_path):
+    data = random_images(tmp_path / "imgs", 3, 120, 130, seed=0)
     out = tmp_path / "data.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch" / "bench_data.py"), "--data", str(data), "--loader", "dali", "torch",
@@ -186,9 +203,6 @@ def test_bench_grad_precision_compares_bf16_and_tf32_gradients(tmp_path):
     """bench_grad_precision: TF32 rounding is to nearest even at 10 bits, and the script reports,
     for a weights file and for 'he', both precisions' gradient errors against float32 (TF32's,
     with 3 more mantissa bits, the smaller) and the batch noise they are set against."""
-    import numpy as np
-    from PIL import Image
-
     sys.path.insert(0, str(REPO / "launch"))
     from bench_grad_precision import round_tf32
 
@@ -197,11 +211,7 @@ def test_bench_grad_precision_compares_bf16_and_tf32_gradients(tmp_path):
 
     x = torch.tensor([1.0, 1 + 2**-11, 1 + 3 * 2**-11, -1 - 2**-11, 1 + 2**-12, 3.14159265])
     assert round_tf32(x).tolist() == [1.0, 1.0, 1 + 2**-9, -1.0, 1.0, 3.140625]
-    data = tmp_path / "imgs"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (100, 110, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = random_images(tmp_path / "imgs", 3, 100, 110, seed=0)
     torch.manual_seed(0)
     save_weights(tmp_path / "toy.safetensors", VDSR(depth=4, channels=8))
     out = tmp_path / "grad.json"
@@ -233,24 +243,13 @@ def test_bench_grad_precision_compares_bf16_and_tf32_gradients(tmp_path):
 def test_bench_fit_scores_weights_on_the_same_training_patches(tmp_path):
     """bench_fit: the identity network (the last layer zeroed: output = bicubic input) scores the
     bicubic PSNR exactly, every scale has patches, and the edge and downsized variants run."""
-    import numpy as np
-    from PIL import Image
-
     from vdsr.checkpoint import save_weights
     from vdsr.model import VDSR
 
-    data = tmp_path / "imgs"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (150, 170, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = random_images(tmp_path / "imgs", 3, 150, 170, seed=0)
     torch.manual_seed(0)
-    m = VDSR(depth=4, channels=8)
-    save_weights(tmp_path / "toy.safetensors", m)
-    with torch.no_grad():
-        m.layers[-1].weight.zero_()
-        m.layers[-1].bias.zero_()
-    save_weights(tmp_path / "identity.safetensors", m)
+    save_weights(tmp_path / "toy.safetensors", VDSR(depth=4, channels=8))
+    save_identity(tmp_path / "identity.safetensors", 4, 8)
     out = tmp_path / "fit.json"
     for extra in ([], ["--edge-patches"], ["--downsize", "0.7"]):
         proc = subprocess.run(
@@ -272,23 +271,10 @@ def test_bench_fit_scores_weights_on_the_same_training_patches(tmp_path):
 def test_bench_edges_splits_the_protocol_psnr(tmp_path):
     """bench_edges: for the identity network all three PSNRs are the bicubic image's (the
     protocol's one is `vdsr eval`'s bicubic), and the inner one differs from it (other pixels)."""
-    import numpy as np
-    from PIL import Image
-
-    from vdsr.checkpoint import save_weights
     from vdsr.evaluate import evaluate, open_dataset
-    from vdsr.model import VDSR
 
-    data = tmp_path / "set"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (96, 108, 3), dtype=np.uint8)).save(data / f"{i}.png")
-    m = VDSR(depth=3, channels=4)
-    with torch.no_grad():
-        m.layers[-1].weight.zero_()
-        m.layers[-1].bias.zero_()
-    save_weights(tmp_path / "identity.safetensors", m)
+    data = random_images(tmp_path / "set", 2, 96, 108, seed=1)
+    save_identity(tmp_path / "identity.safetensors", 3, 4)
     out = tmp_path / "edges.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch" / "bench_edges.py"), "--weights", str(tmp_path / "identity.safetensors"),
