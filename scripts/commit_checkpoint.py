@@ -1,16 +1,16 @@
 """Replace an in-progress run's committed checkpoint with a newer one of the same run, and move
 the step everywhere the docs name it.
 
-    python scripts/commit_checkpoint.py runs/paper-long-cycle2/checkpoints/step-0015000
-        [--recipe paper-long-cycle2] [--repo .]
+    python scripts/commit_checkpoint.py runs/pytorch-vdsr/checkpoints/step-0015000
+        [--recipe pytorch-vdsr] [--repo .]
 
 A run that spans working sessions on the CPU keeps its newest whole checkpoint in
 ``checkpoints/RECIPE-step-NNNNNNN`` (``checkpoints/README.md``), and five places name that step:
 the checkpoint path in ``benchmarks/README.md`` (the loan plan), ``checkpoints/README.md`` and the
 recipe's YAML, and README's "begun / started on the CPU ..., at step N" (twice).
 The run's own test of its committed folder fails when one is missed (``paper-long-cycle2`` had
-``tests/test_committed_checkpoint.py`` until it ended; ``tests/test_commit_checkpoint.py`` tests
-this script); this script does them all, so a session can commit its progress in one step,
+``tests/test_committed_checkpoint.py`` until it ended, and ``pytorch-vdsr`` has it now;
+``tests/test_commit_checkpoint.py`` tests this script); this script does them all, so a session can commit its progress in one step,
 mid-run as well as at its end.
 
 It refuses (exit status 2, one line naming the folder and the problem, nothing changed) a
@@ -133,7 +133,7 @@ def replace(src: Path, repo: Path, recipe: str) -> tuple[Path, Path, list[str]]:
 def main(argv=None) -> int:
     ap = ArgParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", type=Path, help="the run's newer checkpoint folder (Accelerate save_state)")
-    ap.add_argument("--recipe", default="paper-long-cycle2", help="the run's recipe (default: %(default)s)")
+    ap.add_argument("--recipe", default="pytorch-vdsr", help="the run's recipe (default: %(default)s, the run in progress)")
     ap.add_argument("--repo", type=Path, default=ROOT, help="the repository (default: this one)")
     args = ap.parse_args(argv)
     try:

@@ -2,11 +2,11 @@
 
 A run that spans working sessions on the CPU commits its newest whole checkpoint under
 ``checkpoints/RECIPE-step-N``, and five places in the docs name that step (the script's
-docstring). No run is in progress now (``paper-long-cycle2`` ended on 2026-12-05 and its
-checkpoint left the tree), so these tests build one: a small but whole Accelerate checkpoint and
+docstring). These tests build one in a scratch repository, so that they hold whichever run is in
+progress (``pytorch-vdsr`` since 2026-12-05) or none: a small but whole Accelerate checkpoint and
 the five places, and check that the script moves the folder and every step, or refuses and
-changes nothing. The next run that spans sessions adds, beside these, the checks that its own
-committed checkpoint is whole and the one its docs resume.
+changes nothing. The run in progress has, beside these, tests/test_committed_checkpoint.py: its
+own committed checkpoint is whole and the one its docs resume.
 """
 
 from __future__ import annotations
