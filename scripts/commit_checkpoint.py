@@ -8,10 +8,9 @@ A run that spans working sessions on the CPU keeps its newest whole checkpoint i
 ``checkpoints/RECIPE-step-NNNNNNN`` (``checkpoints/README.md``), and five places name that step:
 the checkpoint path in ``benchmarks/README.md`` (the loan plan), ``checkpoints/README.md`` and the
 recipe's YAML, and README's "begun / started on the CPU ..., at step N" (twice).
-The run's own test of its committed folder fails when one is missed (``paper-long-cycle2`` had
-``tests/test_committed_checkpoint.py`` until it ended, and ``pytorch-vdsr`` has it now;
-``tests/test_commit_checkpoint.py`` tests this script); this script does them all, so a session can commit its progress in one step,
-mid-run as well as at its end.
+The run in progress has ``tests/test_committed_checkpoint.py``, which fails when one is missed
+(``tests/test_commit_checkpoint.py`` tests this script); this script does them all, so a session
+can commit its progress in one step, mid-run as well as at its end.
 
 It refuses (exit status 2, one line naming the folder and the problem, nothing changed) a
 checkpoint that is not whole, not of the same run (another ``init_sha256`` or optimizer), or not

@@ -11,34 +11,33 @@ its checkpoint leaves the tree, this file leaves with it.
 
 from __future__ import annotations
 
-import json
 import re
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from commit_checkpoint import NEEDED, PROGRESS, committed, read_state, resume_docs  # noqa: E402
+
 RECIPE = "pytorch-vdsr"
 BATCH = 128  # the recipe's batch_size, one process or split over the ranks
-# where a session writes the checkpoint's path (each must name it, and only the newest)
-RESUME_DOCS = ("benchmarks/README.md", "checkpoints/README.md", f"launch/configs/{RECIPE}.yaml")
 
 
 def _committed() -> Path:
-    folders = sorted((REPO / "checkpoints").glob(f"{RECIPE}-step-*"))
-    assert len(folders) == 1, f"one committed {RECIPE} checkpoint expected, found {[f.name for f in folders]}"
-    return folders[0]
+    return committed(REPO, RECIPE)  # exactly one folder, or Refused naming what it found
 
 
 def _state() -> dict:
-    return json.loads((_committed() / "train_state.json").read_text())
+    return read_state(_committed())  # whole (every file of NEEDED, readable safetensors), or Refused
 
 
 def test_one_committed_checkpoint_whole_and_named_for_its_step():
     ckpt = _committed()
-    files = {p.name for p in ckpt.iterdir()}
-    assert {"model.safetensors", "ema.safetensors", "optimizer.bin", "train_state.json"} <= files, files
+    assert set(NEEDED) <= {p.name for p in ckpt.iterdir()}
     state = _state()
     assert ckpt.name == f"{RECIPE}-step-{state['step']:07d}", (ckpt.name, state["step"])
     assert state["optimizer"] == "sgd" and state["patches_seen"] == BATCH * state["step"], state
@@ -71,9 +70,9 @@ def test_the_committed_weights_are_the_recipes_network_and_finite():
 def test_the_docs_resume_the_committed_checkpoint():
     ckpt = _committed()
     step = _state()["step"]
-    for doc in RESUME_DOCS:
+    for doc in resume_docs(RECIPE):  # each names the checkpoint's path, and only the newest
         named = set(re.findall(rf"checkpoints/({RECIPE}-step-\d+)", (REPO / doc).read_text()))
         assert named == {ckpt.name}, f"{doc} names {sorted(named)}, the committed checkpoint is {ckpt.name}"
     # README: the recipes table's row and the narrative ("begun / started on the CPU ..., at step N")
-    progress = re.findall(r"(?:begun|started) on the CPU[^|.]*?, at step ([\d,]+)", (REPO / "README.md").read_text())
+    progress = [n for _, n in PROGRESS.findall((REPO / "README.md").read_text())]
     assert len(progress) == 2 and set(progress) == {f"{step:,}"}, (progress, step)
