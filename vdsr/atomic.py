@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "write_json"]
+__all__ = ["atomic_path", "dumps_json", "write_json"]
 
 
 @contextlib.contextmanager
@@ -40,7 +40,36 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def dumps_json(obj, indent: int = 2) -> str:
+    """``json.dumps(obj, indent=indent)``, but a list of scalars stays on one line.
+
+    Same data, same ``json.loads`` result; only the layout differs. A training history
+    ``[[step, loss], ...]`` then takes one short line per entry instead of four, which keeps
+    committed ``train_state.json`` files about four times smaller and their diffs readable.
+    """
+
+    def scalar(x) -> bool:
+        return x is None or isinstance(x, (str, int, float, bool))
+
+    def key(k) -> str:
+        return json.dumps(k if isinstance(k, str) else json.dumps(k))  # json's own key rule: 2 -> "2"
+
+    def fmt(x, level: int) -> str:
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        if isinstance(x, dict):
+            if not x:
+                return "{}"
+            return "{\n" + ",\n".join(f"{inner}{key(k)}: {fmt(v, level + 1)}" for k, v in x.items()) + f"\n{pad}}}"
+        if isinstance(x, (list, tuple)):
+            if all(scalar(v) for v in x):
+                return json.dumps(list(x))
+            return "[\n" + ",\n".join(inner + fmt(v, level + 1) for v in x) + f"\n{pad}]"
+        return json.dumps(x)
+
+    return fmt(obj, 0)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented JSON (lists of scalars on one line, see ``dumps_json``), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(dumps_json(obj) + "\n")
