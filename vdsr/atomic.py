@@ -45,7 +45,8 @@ def dumps_json(obj, indent: int = 2) -> str:
 
     Same data, same ``json.loads`` result; only the layout differs. A training history
     ``[[step, loss], ...]`` then takes one short line per entry instead of four, which keeps
-    committed ``train_state.json`` files about four times smaller and their diffs readable.
+    committed ``train_state.json`` files about a third smaller (50.9 -> 33.0 KB at step 43,000)
+    and their diffs readable.
     """
 
     def scalar(x) -> bool:
