@@ -13,8 +13,15 @@ The run in progress has ``tests/test_committed_checkpoint.py``, which fails when
 can commit its progress in one step, mid-run as well as at its end.
 
 It refuses (exit status 2, one line naming the folder and the problem, nothing changed) a
-checkpoint that is not whole, not of the same run (another ``init_sha256`` or optimizer), or not
-newer than the committed one. The copy is written beside its final name and renamed into place;
+checkpoint that is not whole, not of the same run (another ``init_sha256`` or optimizer), not
+newer than the committed one, or written by another recipe: where the run folder (two levels
+above the checkpoint) has train.py's ``config.json``, its schedule and step (the keys of
+``RECIPE_KEYS``) must be the recipe's YAML's. A run resumed from another's checkpoint under a
+changed schedule (``pytorch-vdsr-cut`` from ``pytorch-vdsr``'s) shares its ``init_sha256`` and
+optimizer, and would otherwise replace that run's checkpoint.
+
+README's two progress phrases give the step of one run, ``pytorch-vdsr`` (``README_RUN``); a side
+run committed beside it (``--recipe pytorch-vdsr-cut``) moves only its three paths. The copy is written beside its final name and renamed into place;
 the old folder is removed only after that. It does not run git: commit with
 ``git add -A checkpoints README.md benchmarks/README.md launch/configs/RECIPE.yaml``. The
 session's row in ``checkpoints/README.md``'s table (its steps, rate and validation) is still
@@ -42,8 +49,12 @@ def resume_docs(recipe: str) -> tuple[str, ...]:
     return ("benchmarks/README.md", "checkpoints/README.md", f"launch/configs/{recipe}.yaml")
 
 
-# README's progress phrases: the recipes table's row and the narrative
+# README's progress phrases: the recipes table's row and the narrative, of this run only
 PROGRESS = re.compile(r"((?:begun|started) on the CPU[^|.]*?, at step )([\d,]+)")
+README_RUN = "pytorch-vdsr"
+# what makes a recipe's run that one: a checkpoint's config.json must agree with the YAML on these
+RECIPE_KEYS = ("lr", "lr_step_epochs", "lr_gamma", "epochs", "patches_per_epoch", "batch_size", "loss",
+               "clip", "clip_theta", "momentum", "weight_decay", "seed")
 
 
 class Refused(Exception):
@@ -74,6 +85,23 @@ def read_state(folder: Path) -> dict:
     return state
 
 
+def check_recipe(src: Path, repo: Path, recipe: str) -> None:
+    """Refused if the run that wrote src (its config.json, two levels up) trained another recipe."""
+    run_config = src.parent.parent / "config.json"
+    if not run_config.is_file():  # a folder copied out of its run: nothing to compare
+        return
+    import yaml
+
+    try:
+        ran = json.loads(run_config.read_text())
+        want = yaml.safe_load((repo / "launch" / "configs" / f"{recipe}.yaml").read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise Refused(f"{run_config}: unreadable ({e})") from None
+    differ = [f"{k} {ran.get(k)!r} (the recipe: {want[k]!r})" for k in RECIPE_KEYS if k in want and ran.get(k) != want[k]]
+    if differ:
+        raise Refused(f"{src}: another recipe's run, not {recipe} ({run_config}: {', '.join(differ)})")
+
+
 def committed(repo: Path, recipe: str) -> Path:
     folders = sorted((repo / "checkpoints").glob(f"{recipe}-step-*"))
     if len(folders) != 1:
@@ -91,13 +119,15 @@ def replace(src: Path, repo: Path, recipe: str) -> tuple[Path, Path, list[str]]:
         if new_state.get(key) != old_state.get(key):
             raise Refused(f"{src}: another run ({key} {new_state.get(key)!r}, the committed "
                           f"{old.name} has {old_state.get(key)!r})")
+    check_recipe(src, repo, recipe)
     step, old_step = int(new_state["step"]), int(old_state["step"])
     if step <= old_step:
         raise Refused(f"{src}: step {step} is not newer than the committed {old.name}")
     new = repo / "checkpoints" / f"{recipe}-step-{step:07d}"
     # check every doc before changing anything
     texts = {}
-    for doc in (*resume_docs(recipe), "README.md"):
+    readme = ("README.md",) if recipe == README_RUN else ()
+    for doc in (*resume_docs(recipe), *readme):
         path = repo / doc
         if not path.is_file():
             raise Refused(f"{path}: missing")
@@ -105,7 +135,7 @@ def replace(src: Path, repo: Path, recipe: str) -> tuple[Path, Path, list[str]]:
     for doc in resume_docs(recipe):
         if f"checkpoints/{old.name}" not in texts[doc]:
             raise Refused(f"{repo / doc}: does not name checkpoints/{old.name}")
-    found = PROGRESS.findall(texts["README.md"])
+    found = PROGRESS.findall(texts["README.md"]) if readme else [("", f"{old_step:,}")] * 2
     if len(found) != 2 or {n for _, n in found} != {f"{old_step:,}"}:
         raise Refused(f"{repo / 'README.md'}: expected two 'on the CPU ..., at step {old_step:,}' phrases, "
                       f"found {[n for _, n in found]}")

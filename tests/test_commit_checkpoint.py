@@ -64,10 +64,13 @@ def _named(repo: Path) -> set[str]:
     return {m for doc in resume_docs(RECIPE) for m in re.findall(rf"checkpoints/({RECIPE}-step-\d+)", (repo / doc).read_text())}
 
 
-def test_commit_checkpoint_moves_the_folder_and_every_step(tmp_path):
+def test_commit_checkpoint_moves_the_folder_and_every_step(tmp_path, monkeypatch):
     """The newer folder replaces the committed one, byte for byte; the three paths and README's
     two progress phrases name its step; nothing else in the text moves (the other 12,000s stay)."""
+    import commit_checkpoint
     from commit_checkpoint import PROGRESS, main, resume_docs
+
+    monkeypatch.setattr(commit_checkpoint, "README_RUN", RECIPE)  # README's progress is this run's
 
     assert resume_docs(RECIPE) == ("benchmarks/README.md", "checkpoints/README.md", f"launch/configs/{RECIPE}.yaml")
     repo = _repo(tmp_path)
@@ -84,6 +87,44 @@ def test_commit_checkpoint_moves_the_folder_and_every_step(tmp_path):
     assert readme.count("12,000") == 2 and "Another: 12,000." in readme
     for doc in resume_docs(RECIPE):
         assert (repo / doc).read_text() == before[doc].replace(f"-step-{STEP:07d}", f"-step-{STEP + 1500:07d}")
+
+
+def test_a_side_run_moves_its_paths_and_leaves_readme_alone(tmp_path):
+    """A recipe other than README_RUN (pytorch-vdsr-cut beside pytorch-vdsr): its three paths move,
+    README's progress phrases, which give the main run's step, do not."""
+    from commit_checkpoint import README_RUN, main, resume_docs
+
+    assert README_RUN == "pytorch-vdsr" != RECIPE
+    repo = _repo(tmp_path)
+    readme = (repo / "README.md").read_text()
+    (repo / "README.md").write_text(readme.replace(f"{STEP:,}", "74,500"))  # the main run's step
+    before = (repo / "README.md").read_text()
+    assert main([str(_checkpoint(tmp_path / "run" / "step-0013000", STEP + 1000)), "--repo", str(repo), "--recipe", RECIPE]) == 0
+    assert _named(repo) == {f"{RECIPE}-step-{STEP + 1000:07d}"}
+    assert (repo / "README.md").read_text() == before
+    assert all(f"-step-{STEP:07d}" not in (repo / doc).read_text() for doc in resume_docs(RECIPE))
+
+
+def test_another_recipes_run_is_refused(tmp_path, capsys):
+    """A run resumed from this recipe's checkpoint under another schedule (same init_sha256 and
+    optimizer: pytorch-vdsr-cut from pytorch-vdsr's step 74,500) is refused by its config.json;
+    one whose config.json agrees with the recipe's YAML is taken."""
+    from commit_checkpoint import main
+
+    repo = _repo(tmp_path)
+    yaml_path = repo / "launch" / "configs" / f"{RECIPE}.yaml"
+    yaml_path.write_text(yaml_path.read_text() + "lr: 0.1\nlr_step_epochs: 10\nbatch_size: 128\n")
+    snapshot = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    side = _checkpoint(tmp_path / "side" / "checkpoints" / "step-0013000", STEP + 1000)
+    (tmp_path / "side" / "config.json").write_text(json.dumps({"lr": 0.01, "lr_step_epochs": 10, "batch_size": 128}))
+    assert main([str(side), "--repo", str(repo), "--recipe", RECIPE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another recipe" in err and "lr 0.01 (the recipe: 0.1)" in err, err
+    assert str(side) in err and "lr_step_epochs" not in err and "batch_size" not in err
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == snapshot
+    same = _checkpoint(tmp_path / "same" / "checkpoints" / "step-0013000", STEP + 1000)
+    (tmp_path / "same" / "config.json").write_text(json.dumps({"lr": 0.1, "lr_step_epochs": 10, "batch_size": 128}))
+    assert main([str(same), "--repo", str(repo), "--recipe", RECIPE]) == 0
 
 
 def test_commit_checkpoint_refuses_and_changes_nothing(tmp_path, capsys):

@@ -822,7 +822,7 @@ def test_bf16_auto_follows_the_hardware_and_explicit_bf16_warns_where_emulated(t
 def test_every_shipped_recipe_loads(recipe):
     """Every recipe in launch/configs passes the start-up checks of its keys."""
     cfg = train.load_config(train.parse_args(["--config", recipe]))
-    batch = {"pytorch-vdsr": 128, "patch96-tail": 12}.get(recipe, 64)
+    batch = {"pytorch-vdsr": 128, "pytorch-vdsr-cut": 128, "patch96-tail": 12}.get(recipe, 64)
     assert cfg.depth == 20 and cfg.batch_size == batch and cfg.scales == [2, 3, 4]
     assert cfg.patch_size == (96 if recipe == "patch96-tail" else 41)
     if recipe == "patch96-tail":  # as many pixels a step as 64 patches of 41 x 41, within 3%
