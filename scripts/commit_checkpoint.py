@@ -21,8 +21,10 @@ changed schedule (``pytorch-vdsr-cut`` from ``pytorch-vdsr``'s) shares its ``ini
 optimizer, and would otherwise replace that run's checkpoint.
 
 README's two progress phrases give the step of one run, ``pytorch-vdsr`` (``README_RUN``); a side
-run committed beside it (``--recipe pytorch-vdsr-cut``) moves only its three paths. The copy is written beside its final name and renamed into place;
-the old folder is removed only after that. It does not run git: commit with
+run committed beside it (``--recipe pytorch-vdsr-cut``) moves only its three paths.
+
+The copy is written beside its final name and renamed into place; the old folder is removed only
+after that. It does not run git: commit with
 ``git add -A checkpoints README.md benchmarks/README.md launch/configs/RECIPE.yaml``. The
 session's row in ``checkpoints/README.md``'s table (its steps, rate and validation) is still
 written by hand.
@@ -135,10 +137,10 @@ def replace(src: Path, repo: Path, recipe: str) -> tuple[Path, Path, list[str]]:
     for doc in resume_docs(recipe):
         if f"checkpoints/{old.name}" not in texts[doc]:
             raise Refused(f"{repo / doc}: does not name checkpoints/{old.name}")
-    found = PROGRESS.findall(texts["README.md"]) if readme else [("", f"{old_step:,}")] * 2
-    if len(found) != 2 or {n for _, n in found} != {f"{old_step:,}"}:
+    found = [n for _, n in PROGRESS.findall(texts["README.md"])] if readme else []
+    if readme and (len(found) != 2 or set(found) != {f"{old_step:,}"}):
         raise Refused(f"{repo / 'README.md'}: expected two 'on the CPU ..., at step {old_step:,}' phrases, "
-                      f"found {[n for _, n in found]}")
+                      f"found {found}")
 
     tmp = new.with_name(new.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
