@@ -831,6 +831,16 @@ def test_every_shipped_recipe_loads(recipe):
     assert steps > 0
 
 
+def test_the_cut_side_run_is_pytorch_vdsr_one_lr_stage_on():
+    """pytorch-vdsr-cut.yaml is a near-copy of pytorch-vdsr.yaml kept for its resumable checkpoint:
+    it must stay that recipe with lr one cut on (lr x lr_gamma) and no other key changed, so that
+    what it measures is the cut alone."""
+    main, cut = (train.load_config(train.parse_args(["--config", r])) for r in ("pytorch-vdsr", "pytorch-vdsr-cut"))
+    assert cut.lr == pytest.approx(main.lr * main.lr_gamma) and cut.lr < main.lr
+    a, b = vars(main), vars(cut)
+    assert {k for k in a if k not in ("lr", "output_dir") and a[k] != b[k]} == set()  # output_dir: named for the config
+
+
 def test_idle_cores_are_named_with_the_launcher_flag_that_uses_them(monkeypatch):
     """`accelerate launch` without --num_cpu_threads_per_process sets OMP_NUM_THREADS=1: a lone
     CPU process then trains on one core of many (measured: the demo at 8.4 s a step on 1 of 2
