@@ -26,8 +26,8 @@ run committed beside it (``--recipe pytorch-vdsr-cut``) moves only its three pat
 The copy is written beside its final name and renamed into place; the old folder is removed only
 after that. It does not run git: commit with
 ``git add -A checkpoints README.md benchmarks/README.md launch/configs/RECIPE.yaml``. The
-session's row in ``checkpoints/README.md``'s table (its steps, rate and validation) is still
-written by hand.
+measured part of the session's row in ``checkpoints/README.md``'s table (its steps, rate, loss
+and validations) is printed by ``scripts/session_row.py CHECKPOINT --since STEP``.
 """
 
 from __future__ import annotations
