@@ -173,7 +173,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{old.name} -> {new.name}; updated {', '.join(changed)}")
-    print(f"commit: git add -A checkpoints {' '.join(changed)}; add this session's row to checkpoints/README.md's table")
+    print(f"commit: git add -A checkpoints {' '.join(changed)}; add this session's row to checkpoints/README.md's "
+          f"table (python scripts/session_row.py {new} --since STEP_RESUMED_FROM)")  # fmt: skip
     return 0
 
 
