@@ -43,9 +43,10 @@ def session_row(state: dict, since: int) -> str:
     end, hist = state["step"], state["history"]
     if end <= since:
         raise ValueError(f"the checkpoint is at step {end}, not after --since {since}")
-    batch = state["patches_seen"] // end if end else 0
+    batch = state["patches_seen"] // end  # end > since >= 0
     times = hist.get("time", [])
-    t_end = _at(times, end) if _at(times, end) is not None else state["seconds"]
+    t_end = _at(times, end)
+    t_end = state["seconds"] if t_end is None else t_end
     t_start = 0.0 if since == 0 else _at(times, since)  # a run's clock starts at 0 at step 0
     steps = f"{since:,} to {end:,}"
     if t_start is None:  # the session began before time was logged, or --since is not a read point
