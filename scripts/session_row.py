@@ -12,7 +12,7 @@ or a later commit did) stay the session's words.
 
 Prints one line, ``STEPS (TIME) | VALIDATION``, e.g.::
 
-    74,500 to 78,000 (128 min; 2.19 s a step, 58 patches/s with validation) | The summed loss
+    74,500 to 78,000 (128 min; 2.19 s a step, 58 patches/s, validation and saves included) | The summed loss
     347 to 368. 37.32 / 33.53 / 31.23; 37.354 / 33.537 / 31.204 at 75,000. ... **37.37 / ... at
     78,000** (9.98M patch-steps)
 
@@ -54,7 +54,7 @@ def session_row(state: dict, since: int) -> str:
     else:
         sec = t_end - t_start
         head = (f"{steps} ({sec / 60:.0f} min; {sec / (end - since):.2f} s a step, "
-                f"{(end - since) * batch / sec:.0f} patches/s with validation)")  # fmt: skip
+                f"{(end - since) * batch / sec:.0f} patches/s, validation and saves included)")  # fmt: skip
     losses = [v for s, v in hist.get("loss", []) if since < s <= end]
     parts = [f"The summed loss {min(losses):.0f} to {max(losses):.0f}." if losses else "No loss logged."]
     val = hist.get("val", {})

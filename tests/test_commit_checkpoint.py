@@ -89,6 +89,20 @@ def test_commit_checkpoint_moves_the_folder_and_every_step(tmp_path, monkeypatch
         assert (repo / doc).read_text() == before[doc].replace(f"-step-{STEP:07d}", f"-step-{STEP + 1500:07d}")
 
 
+def test_a_record_of_an_earlier_step_stays(tmp_path):
+    """Only the committed checkpoint's path moves: a line that records where another run began
+    (an earlier step of this run, by its path) keeps its step."""
+    from commit_checkpoint import main
+
+    repo = _repo(tmp_path)
+    doc = repo / "benchmarks" / "README.md"
+    record = f"the side run began at `checkpoints/{RECIPE}-step-{STEP - 500:07d}`\n"
+    doc.write_text(doc.read_text() + record)
+    assert main([str(_checkpoint(tmp_path / "run" / "step-0013000", STEP + 1000)), "--repo", str(repo), "--recipe", RECIPE]) == 0
+    text = doc.read_text()
+    assert text.endswith(record) and f"--resume checkpoints/{RECIPE}-step-{STEP + 1000:07d} " in text
+
+
 def test_a_side_run_moves_its_paths_and_leaves_readme_alone(tmp_path):
     """A recipe other than README_RUN (pytorch-vdsr-cut beside pytorch-vdsr): its three paths move,
     README's progress phrases, which give the main run's step, do not."""

@@ -30,7 +30,7 @@ def _state() -> dict:
 def test_row_covers_only_the_session():
     row = session_row(_state(), since=1000)
     head, body = row.split(" | ")
-    assert head == "1,000 to 3,000 (67 min; 2.00 s a step, 64 patches/s with validation)"
+    assert head == "1,000 to 3,000 (67 min; 2.00 s a step, 64 patches/s, validation and saves included)"
     # the loss after step 1,000 only: 400 - 11 ... 400 - 30
     assert body.startswith("The summed loss 370 to 389. ")
     assert "at 1,000" not in body  # the resumed-from step's validation belongs to the last session
