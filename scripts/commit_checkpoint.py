@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         return 2
     print(f"{old.name} -> {new.name}; updated {', '.join(changed)}")
     print(f"commit: git add -A checkpoints {' '.join(changed)}; add this session's row to checkpoints/README.md's "
-          f"table (python scripts/session_row.py {new} --since STEP_RESUMED_FROM)")  # fmt: skip
+          f"table (python scripts/session_row.py checkpoints/{new.name} --since STEP_RESUMED_FROM)")  # fmt: skip
     return 0
 
 

@@ -64,9 +64,10 @@ def _named(repo: Path) -> set[str]:
     return {m for doc in resume_docs(RECIPE) for m in re.findall(rf"checkpoints/({RECIPE}-step-\d+)", (repo / doc).read_text())}
 
 
-def test_commit_checkpoint_moves_the_folder_and_every_step(tmp_path, monkeypatch):
+def test_commit_checkpoint_moves_the_folder_and_every_step(tmp_path, monkeypatch, capsys):
     """The newer folder replaces the committed one, byte for byte; the three paths and README's
-    two progress phrases name its step; nothing else in the text moves (the other 12,000s stay)."""
+    two progress phrases name its step; nothing else in the text moves (the other 12,000s stay);
+    the printed next step names the folder as the repository does (checkpoints/NAME)."""
     import commit_checkpoint
     from commit_checkpoint import PROGRESS, main, resume_docs
 
@@ -87,6 +88,8 @@ def test_commit_checkpoint_moves_the_folder_and_every_step(tmp_path, monkeypatch
     assert readme.count("12,000") == 2 and "Another: 12,000." in readme
     for doc in resume_docs(RECIPE):
         assert (repo / doc).read_text() == before[doc].replace(f"-step-{STEP:07d}", f"-step-{STEP + 1500:07d}")
+    out = capsys.readouterr().out
+    assert f"session_row.py checkpoints/{new.name} --since" in out and str(tmp_path) not in out
 
 
 def test_a_record_of_an_earlier_step_stays(tmp_path):
