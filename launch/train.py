@@ -604,6 +604,29 @@ def metric(summary: dict, key: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
+def check_pickled_state(folder: Path, process_index: int) -> None:
+    """Refuse a checkpoint whose non-safetensors files would need more than plain data.
+
+    Accelerate writes the optimizer (``optimizer.bin``) and the RNG states
+    (``random_states_N.pkl``) with ``torch.save``, a pickle. Both are read here, as Accelerate
+    reads them, only by torch's ``weights_only`` unpickler: tensors, numpy arrays, numbers and
+    containers; it never imports or calls anything else. Accelerate raises on a refused
+    optimizer file but skips a refused RNG file quietly (a resume that would not continue the
+    same random stream); here either one is a one-line error naming the file.
+    """
+    from accelerate.utils import load as load_plain  # torch.load(weights_only=True), numpy allowed
+
+    for name in ("optimizer.bin", f"random_states_{process_index}.pkl"):
+        path = folder / name
+        if not path.is_file():
+            raise InputError(f"--resume {path}: missing (the checkpoint is not whole)")
+        try:
+            load_plain(path, map_location="cpu")
+        except Exception as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise InputError(f"--resume {path}: not plain tensors and arrays, refused ({why})") from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args)
@@ -692,6 +715,7 @@ def main(argv=None) -> int:
         if saved.get("optimizer", "sgd") != cfg.optimizer:  # its state would not load into this optimiser
             raise InputError(f"--resume {resume_from}: a run with optimizer {saved.get('optimizer', 'sgd')}; "
                              f"this recipe says {cfg.optimizer} (--init-weights starts a new run from its weights)")  # fmt: skip
+        check_pickled_state(resume_from, accelerator.process_index)  # before Accelerate unpickles it
         accelerator.load_state(str(resume_from))
         state = saved
         state.pop("stopped_early", None)  # how the earlier process ended; this one says its own

@@ -489,6 +489,39 @@ def test_nan_stops_and_last_good_checkpoint_loads(tiny, tmp_path):
     assert not (out / "model.safetensors").exists()  # no final model from a failed run
 
 
+class _Payload:
+    """Unpickled by a general unpickler, this would call ``open(path, "w")``: the file appearing
+    is the proof that a load ran code."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_resume_reads_the_pickled_state_as_plain_data_only(tiny, tmp_path):
+    """optimizer.bin and random_states_0.pkl (Accelerate's torch.save files) are read by torch's
+    weights_only unpickler: a real checkpoint's pass; one holding a callable is refused with the
+    file named and the callable never runs (Accelerate alone would skip a refused RNG file
+    quietly and resume on fresh random states); a missing one is named too."""
+    out = tmp_path / "run"
+    assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "3"]) == 0
+    ckpt = out / "checkpoints" / "step-0000003"
+    train.check_pickled_state(ckpt, 0)  # what train.py and Accelerate wrote: plain data
+    marker = tmp_path / "code-ran"
+    for name in ("random_states_0.pkl", "optimizer.bin"):
+        good = (ckpt / name).read_bytes()
+        torch.save({"state": _Payload(marker)}, ckpt / name)
+        with pytest.raises(train.InputError, match=rf"--resume .*{re.escape(name)}: not plain tensors and arrays, refused"):
+            run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "6", "--resume"])
+        assert not marker.exists(), f"unpickling {name} ran its payload"
+        (ckpt / name).write_bytes(good)
+    (ckpt / "random_states_0.pkl").unlink()
+    with pytest.raises(train.InputError, match=r"random_states_0\.pkl: missing"):
+        train.check_pickled_state(ckpt, 0)
+
+
 def test_world_size_mismatch_is_refused(tiny, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="--world-size 2 but 1"):
         run_main(["--config", str(tiny), "--output-dir", str(tmp_path / "w"), "--world-size", "2"])
