@@ -622,8 +622,11 @@ def check_pickled_state(folder: Path, process_index: int) -> None:
             raise InputError(f"--resume {path}: missing (the checkpoint is not whole)")
         try:
             load_plain(path, map_location="cpu")
-        except Exception as e:
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        except Exception as e:  # torch's message is a page; its one line that says why, first sentence
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            tag = "WeightsUnpickler error:"
+            why = next((line.split(tag, 1)[1].strip() for line in lines if tag in line), lines[0])
+            why = why.split(". ")[0].rstrip(".")
             raise InputError(f"--resume {path}: not plain tensors and arrays, refused ({why})") from None
 
 

@@ -504,7 +504,7 @@ def test_resume_reads_the_pickled_state_as_plain_data_only(tiny, tmp_path):
     """optimizer.bin and random_states_0.pkl (Accelerate's torch.save files) are read by torch's
     weights_only unpickler: a real checkpoint's pass; one holding a callable is refused with the
     file named and the callable never runs (Accelerate alone would skip a refused RNG file
-    quietly and resume on fresh random states); a missing one is named too."""
+    quietly and resume on fresh random states); one cut short, or missing, is named too."""
     out = tmp_path / "run"
     assert run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "3"]) == 0
     ckpt = out / "checkpoints" / "step-0000003"
@@ -513,10 +513,17 @@ def test_resume_reads_the_pickled_state_as_plain_data_only(tiny, tmp_path):
     for name in ("random_states_0.pkl", "optimizer.bin"):
         good = (ckpt / name).read_bytes()
         torch.save({"state": _Payload(marker)}, ckpt / name)
-        with pytest.raises(train.InputError, match=rf"--resume .*{re.escape(name)}: not plain tensors and arrays, refused"):
+        with pytest.raises(train.InputError) as refused:
             run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "6", "--resume"])
+        assert re.fullmatch(rf"--resume \S*{re.escape(name)}: not plain tensors and arrays, refused "
+                            r"\(Unsupported global: GLOBAL \S*open was not an allowed global by default\)",
+                            str(refused.value)), str(refused.value)  # fmt: skip
         assert not marker.exists(), f"unpickling {name} ran its payload"
         (ckpt / name).write_bytes(good)
+    (ckpt / "optimizer.bin").write_bytes(b"PK\x03\x04 cut short")  # not a whole torch.save file
+    with pytest.raises(train.InputError, match=r"optimizer\.bin: not plain tensors and arrays, refused \(\S"):
+        train.check_pickled_state(ckpt, 0)
+    (ckpt / "optimizer.bin").write_bytes(good)  # the loop's last file
     (ckpt / "random_states_0.pkl").unlink()
     with pytest.raises(train.InputError, match=r"random_states_0\.pkl: missing"):
         train.check_pickled_state(ckpt, 0)
