@@ -627,7 +627,7 @@ def check_pickled_state(folder: Path, process_index: int) -> None:
             tag = "WeightsUnpickler error:"
             why = next((line.split(tag, 1)[1].strip() for line in lines if tag in line), lines[0])
             why = why.split(". ")[0].rstrip(".")
-            raise InputError(f"--resume {path}: not plain tensors and arrays, refused ({why})") from None
+            raise InputError(f"--resume {path}: refused by the plain-data (weights_only) loader: {why}") from None
 
 
 def main(argv=None) -> int:

@@ -515,13 +515,13 @@ def test_resume_reads_the_pickled_state_as_plain_data_only(tiny, tmp_path):
         torch.save({"state": _Payload(marker)}, ckpt / name)
         with pytest.raises(train.InputError) as refused:
             run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "6", "--resume"])
-        assert re.fullmatch(rf"--resume \S*{re.escape(name)}: not plain tensors and arrays, refused "
-                            r"\(Unsupported global: GLOBAL \S*open was not an allowed global by default\)",
+        assert re.fullmatch(rf"--resume \S*{re.escape(name)}: refused by the plain-data \(weights_only\) loader: "
+                            r"Unsupported global: GLOBAL \S*open was not an allowed global by default",
                             str(refused.value)), str(refused.value)  # fmt: skip
         assert not marker.exists(), f"unpickling {name} ran its payload"
         (ckpt / name).write_bytes(good)
     (ckpt / "optimizer.bin").write_bytes(b"PK\x03\x04 cut short")  # not a whole torch.save file
-    with pytest.raises(train.InputError, match=r"optimizer\.bin: not plain tensors and arrays, refused \(\S"):
+    with pytest.raises(train.InputError, match=r"optimizer\.bin: refused by the plain-data \(weights_only\) loader: \S"):
         train.check_pickled_state(ckpt, 0)
     (ckpt / "optimizer.bin").write_bytes(good)  # the loop's last file
     (ckpt / "random_states_0.pkl").unlink()
