@@ -510,8 +510,8 @@ def test_resume_reads_the_pickled_state_as_plain_data_only(tiny, tmp_path):
     ckpt = out / "checkpoints" / "step-0000003"
     train.check_pickled_state(ckpt, 0)  # what train.py and Accelerate wrote: plain data
     marker = tmp_path / "code-ran"
-    for name in ("random_states_0.pkl", "optimizer.bin"):
-        good = (ckpt / name).read_bytes()
+    good = {name: (ckpt / name).read_bytes() for name in ("random_states_0.pkl", "optimizer.bin")}
+    for name in good:
         torch.save({"state": _Payload(marker)}, ckpt / name)
         with pytest.raises(train.InputError) as refused:
             run_main(["--config", str(tiny), "--output-dir", str(out), "--max-steps", "6", "--resume"])
@@ -519,11 +519,11 @@ def test_resume_reads_the_pickled_state_as_plain_data_only(tiny, tmp_path):
                             r"Unsupported global: GLOBAL \S*open was not an allowed global by default",
                             str(refused.value)), str(refused.value)  # fmt: skip
         assert not marker.exists(), f"unpickling {name} ran its payload"
-        (ckpt / name).write_bytes(good)
+        (ckpt / name).write_bytes(good[name])
     (ckpt / "optimizer.bin").write_bytes(b"PK\x03\x04 cut short")  # not a whole torch.save file
     with pytest.raises(train.InputError, match=r"optimizer\.bin: refused by the plain-data \(weights_only\) loader: \S"):
         train.check_pickled_state(ckpt, 0)
-    (ckpt / "optimizer.bin").write_bytes(good)  # the loop's last file
+    (ckpt / "optimizer.bin").write_bytes(good["optimizer.bin"])
     (ckpt / "random_states_0.pkl").unlink()
     with pytest.raises(train.InputError, match=r"random_states_0\.pkl: missing"):
         train.check_pickled_state(ckpt, 0)
